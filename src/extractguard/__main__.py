@@ -1,0 +1,5 @@
+"""``python -m extractguard`` runs the CLI."""
+
+from extractguard.cli import main
+
+main()

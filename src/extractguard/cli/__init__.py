@@ -1,0 +1,200 @@
+"""The ``extractguard`` command.  Thin: each command maps to one library call.
+
+User mistakes (bad files, wrong widths, unknown names) end with a one-line ``error:`` message
+and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Annotated, Any, Callable, Optional, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from extractguard import __version__
+from extractguard.errors import ConfigurationError, ExtractGuardError
+
+app = typer.Typer(
+    name="extractguard",
+    help="Measure, prevent, detect and prove model extraction against models you own.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors(fn: F) -> F:
+    """Turn :class:`ExtractGuardError` into one ``error:`` line on stderr and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ExtractGuardError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _parse_shape(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        shape = tuple(int(t) for t in text.replace("x", ",").split(",") if t.strip())
+    except ValueError:
+        raise ConfigurationError(f"--input-shape must be integers like 1,28,28; got {text!r}") from None
+    if not shape or any(s <= 0 for s in shape):
+        raise ConfigurationError(f"--input-shape must be positive integers; got {text!r}")
+    return shape
+
+
+@app.command()
+@user_errors
+def assess(
+    victim: Annotated[str, typer.Option(help="Built-in victim DATASET-ARCH (see `extractguard victims`).")] = "mnist-cnn",
+    model: Annotated[Optional[Path], typer.Option(help="Your model file: scikit-learn .pkl/.joblib, .onnx or TorchScript .pt.")] = None,
+    attacker_data: Annotated[Optional[Path], typer.Option(help="Attacker's natural inputs (.csv/.npy/.npz) for --model.")] = None,
+    probe_data: Annotated[Optional[Path], typer.Option(help="Held-out probe rows (with labels if known); default: 20% of --attacker-data, never queried.")] = None,
+    input_shape: Annotated[Optional[str], typer.Option(help="Shape of one input, e.g. 1,28,28 (default: from the model or the data).")] = None,
+    n_classes: Annotated[Optional[int], typer.Option(help="Number of classes, if the model file does not say.")] = None,
+    low: Annotated[Optional[float], typer.Option(help="Lowest valid feature value (default: per-feature minimum of the data).")] = None,
+    high: Annotated[Optional[float], typer.Option(help="Highest valid feature value (default: per-feature maximum of the data).")] = None,
+    attack: Annotated[Optional[list[str]], typer.Option("--attack", "-a", help="Attack to run; repeat for several (default: random and knockoff).")] = None,
+    budgets: Annotated[str, typer.Option(help="Comma-separated query budgets.")] = "50,100,200,500,1000,2000",
+    output: Annotated[str, typer.Option(help="What the target reveals: probabilities, logits, rounded:N, top-K or label.")] = "probabilities",
+    surrogate: Annotated[str, typer.Option(help="Student family: auto, cnn, mlp, linear, tree, forest.")] = "auto",
+    seed: Annotated[int, typer.Option(help="Seed for splits, attacks and surrogates.")] = 0,
+    price: Annotated[float, typer.Option(help="Price per query, for cost accounting.")] = 0.0,
+    out: Annotated[Path, typer.Option(help="Directory for report.json and report.html.")] = Path("extractguard-report"),
+) -> None:
+    """Run extraction attacks at a ladder of budgets and report fidelity vs queries."""
+    import numpy as np
+
+    from extractguard.attacks import ATTACKS, create_attack
+    from extractguard.data.files import load_table
+    from extractguard.evaluate import ProbeSet, parse_budgets, run_assessment, write_report
+    from extractguard.oracle import OutputSpec
+
+    ladder = parse_budgets(budgets)
+    spec = OutputSpec.parse(output)
+    names = attack or ["random", "knockoff"]
+    for n in names:
+        if n.strip().lower() not in ATTACKS:
+            raise ConfigurationError(f"unknown attack {n!r}; available: {', '.join(ATTACKS)}")
+    if price < 0:
+        raise ConfigurationError("--price must be >= 0")
+
+    if model is not None:
+        from extractguard.oracle.loading import build_target, load_model_file
+
+        if attacker_data is None:
+            raise ConfigurationError("--model needs --attacker-data: the natural inputs an attacker would hold")
+        with console.status(f"loading {model.name}"):
+            loaded = load_model_file(model)
+            pool_X, _ = load_table(attacker_data, what="attacker data")
+            target = build_target(loaded, pool_X, _parse_shape(input_shape), n_classes, low, high)
+            pool_X = target.schema.validate(pool_X, what="attacker data")
+            if probe_data is not None:
+                probe_X, probe_y = load_table(probe_data, what="probe data")
+            else:
+                if len(pool_X) < 10:
+                    raise ConfigurationError("attacker data needs at least 10 rows to hold out a probe set")
+                order = np.random.default_rng(seed).permutation(len(pool_X))
+                cut = max(1, len(pool_X) // 5)
+                probe_X, probe_y = pool_X[order[:cut]], None
+                pool_X = pool_X[order[cut:]]
+            probe = ProbeSet.from_target(target, probe_X, probe_y)
+        info = {"model_file": str(model), "format": loaded.kind, "schema": target.schema.to_dict(),
+                "attacker_rows": int(len(pool_X)), "probe_source": str(probe_data) if probe_data else "20% of attacker data"}
+    else:
+        from extractguard.victims import build_victim
+
+        with console.status(f"preparing victim {victim} (first run trains and caches it)"):
+            v = build_victim(victim, seed=seed)
+        target = v.target
+        pool_X = v.pool()
+        probe = ProbeSet.from_target(target, *v.probe())
+        info = v.describe()
+
+    attacks = [create_attack(n, pool=pool_X, surrogate=surrogate, seed=seed) for n in names]
+    progress = Progress(
+        TextColumn("[bold]{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TextColumn("budgets"),
+        TimeElapsedColumn(), console=console, transient=False,
+    )
+    tasks: dict[str, int] = {}
+    with progress:
+        for a in attacks:
+            tasks[a.name] = progress.add_task(a.name, total=len(ladder))
+
+        def on_progress(name: str, done: int, total: int) -> None:
+            progress.update(tasks[name], completed=done)
+
+        result = run_assessment(target, attacks, ladder, probe, output=spec, price_per_query=price,
+                                target_info=info, seed=seed, progress=on_progress)
+    json_path, html_path = write_report(result, out)
+
+    table = Table(title=f"Fidelity vs queries ({spec} answers, {len(probe)} held-out probe rows)")
+    table.add_column("attack")
+    for b in ladder:
+        table.add_column(str(b), justify="right")
+    table.add_column("queries used", justify="right")
+    for run in result.runs:
+        table.add_row(run.attack, *[f"{p.fidelity:.3f}" for p in run.points], str(run.queries))
+    console.print(table)
+    if result.victim_probe_accuracy is not None:
+        console.print(f"victim accuracy on the probe set: {result.victim_probe_accuracy:.3f}")
+    console.print(f"report: {html_path}  (data: {json_path})  in {result.seconds:.0f} s")
+
+
+@app.command("attacks")
+@user_errors
+def list_attacks() -> None:
+    """List the extraction attacks and the papers they come from."""
+    from extractguard.attacks import ATTACKS
+
+    table = Table(title="Extraction attacks")
+    table.add_column("name")
+    table.add_column("needs attacker data")
+    table.add_column("paper")
+    for name, cls in ATTACKS.items():
+        table.add_row(name, "yes" if cls.needs_pool else "no", cls.paper)
+    console.print(table)
+
+
+@app.command("victims")
+@user_errors
+def list_victims_cmd() -> None:
+    """List the built-in victims (DATASET-ARCH)."""
+    from extractguard.data import load_dataset
+    from extractguard.victims import list_victims
+
+    table = Table(title="Built-in victims")
+    table.add_column("victim")
+    table.add_column("data source")
+    sources: dict[str, str] = {}
+    for name in list_victims():
+        ds = name.rpartition("-")[0]
+        if ds not in sources:
+            sources[ds] = load_dataset(ds).source
+        table.add_row(name, sources[ds])
+    console.print(table)
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    console.print(f"extractguard {__version__}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``extractguard`` script."""
+    app(args=argv)

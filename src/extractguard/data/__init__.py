@@ -1,0 +1,5 @@
+"""Datasets that ship offline, and the victim/attacker/probe splits."""
+
+from extractguard.data.datasets import DATASETS, Dataset, Splits, default_cache_dir, load_dataset, split_dataset
+
+__all__ = ["DATASETS", "Dataset", "Splits", "default_cache_dir", "load_dataset", "split_dataset"]

@@ -1,0 +1,35 @@
+"""Errors a user can cause and fix.
+
+Everything raised as an :class:`ExtractGuardError` is a user mistake or an unmet precondition
+(bad file, wrong width, exhausted budget).  The CLI prints its message on one line and exits
+with code 2 instead of showing a traceback; anything else is a bug in ExtractGuard.
+"""
+
+from __future__ import annotations
+
+
+class ExtractGuardError(Exception):
+    """Base class for errors whose message is meant for the user."""
+
+
+class InputValidationError(ExtractGuardError, ValueError):
+    """A batch of inputs does not fit the target's input schema (shape, NaN/inf, bounds)."""
+
+
+class BudgetExceededError(ExtractGuardError):
+    """A query batch would spend more rows than the oracle's budget allows.
+
+    Raised before anything is sent, so a refused batch costs nothing.
+    """
+
+
+class ModelLoadError(ExtractGuardError):
+    """A model file is missing, unreadable, or of a format we cannot serve."""
+
+
+class DataLoadError(ExtractGuardError):
+    """A data file is missing, unreadable, or does not fit the model."""
+
+
+class ConfigurationError(ExtractGuardError):
+    """Parameters that cannot work together (unknown attack, empty budget ladder, ...)."""

@@ -1,0 +1,157 @@
+"""Run attacks against a target over a budget ladder and collect fidelity-vs-queries curves."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Sequence
+
+from extractguard import __version__
+from extractguard.attacks import Attack, Checkpoint
+from extractguard.errors import ConfigurationError
+from extractguard.evaluate.metrics import ProbeSet
+from extractguard.oracle import Oracle, OutputSpec
+from extractguard.oracle.targets import Target
+
+DEFAULT_BUDGETS: tuple[int, ...] = (50, 100, 200, 500, 1000, 2000)
+
+ProgressCallback = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    """Metrics of the copy fitted after ``queries`` real queries (nominal ``budget``)."""
+
+    budget: int
+    queries: int
+    fidelity: float
+    accuracy: float | None
+    l1: float
+    kl: float
+    spend: float
+    query_seconds: float
+    train_seconds: float
+
+
+@dataclass
+class AttackRun:
+    """One attack's curve.  ``queries`` is what the oracle really answered."""
+
+    attack: str
+    paper: str
+    params: dict[str, Any]
+    points: list[CurvePoint] = field(default_factory=list)
+    queries: int = 0
+    calls: int = 0
+    seconds: float = 0.0
+
+    def best(self) -> CurvePoint | None:
+        return max(self.points, key=lambda p: p.fidelity) if self.points else None
+
+
+@dataclass
+class Assessment:
+    """Everything ``report.json`` holds."""
+
+    target: dict[str, Any]
+    output: str
+    budgets: list[int]
+    probe_size: int
+    victim_probe_accuracy: float | None
+    runs: list[AttackRun]
+    seed: int
+    price_per_query: float
+    started_at: str
+    seconds: float
+    tool: dict[str, str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def parse_budgets(text: str | Sequence[int]) -> list[int]:
+    """``"50,100,500"`` or a sequence -> sorted unique positive ints, with a clear error."""
+    items: Sequence[Any] = text.split(",") if isinstance(text, str) else text
+    out: set[int] = set()
+    for item in items:
+        try:
+            value = int(str(item).strip())
+        except ValueError:
+            raise ConfigurationError(f"budgets must be whole numbers, got {str(item).strip()!r}") from None
+        if value <= 0:
+            raise ConfigurationError(f"budgets must be positive, got {value}")
+        out.add(value)
+    if not out:
+        raise ConfigurationError("give at least one budget")
+    return sorted(out)
+
+
+def run_assessment(
+    target: Target,
+    attacks: Sequence[Attack],
+    budgets: Sequence[int],
+    probe: ProbeSet,
+    output: OutputSpec | str = "probabilities",
+    price_per_query: float = 0.0,
+    target_info: dict[str, Any] | None = None,
+    seed: int = 0,
+    progress: ProgressCallback | None = None,
+) -> Assessment:
+    """Run every attack once with budget ``max(budgets)``, scoring a copy at each budget.
+
+    Each attack gets its own fresh :class:`Oracle`, so queries are counted per attack; the
+    copies are scored on ``probe``, which no attack queries.
+    """
+    ladder = parse_budgets(budgets)
+    spec = OutputSpec.parse(output) if isinstance(output, str) else output
+    if not attacks:
+        raise ConfigurationError("choose at least one attack")
+    started = _dt.datetime.now(_dt.timezone.utc)
+    t_all = time.perf_counter()
+    runs: list[AttackRun] = []
+    for attack in attacks:
+        oracle = Oracle(target, output=spec, budget=ladder[-1], price_per_query=price_per_query)
+        run = AttackRun(attack.name, attack.paper, attack.params())
+        done = 0
+
+        def on_checkpoint(cp: Checkpoint, run: AttackRun = run) -> None:
+            nonlocal done
+            scores = probe.score(cp.surrogate)
+            run.points.append(
+                CurvePoint(
+                    budget=cp.budget,
+                    queries=cp.queries,
+                    fidelity=float(scores["fidelity"] or 0.0),
+                    accuracy=scores["accuracy"],
+                    l1=float(scores["l1"] or 0.0),
+                    kl=float(scores["kl"] or 0.0),
+                    spend=cp.queries * price_per_query,
+                    query_seconds=round(cp.query_seconds, 4),
+                    train_seconds=round(cp.train_seconds, 4),
+                )
+            )
+            done += 1
+            if progress is not None:
+                progress(attack.name, done, len(ladder))
+
+        t0 = time.perf_counter()
+        attack.fit(oracle, budget=ladder[-1], checkpoints=ladder, callback=on_checkpoint)
+        stats = oracle.stats()
+        run.queries, run.calls = stats.queries, stats.calls
+        run.seconds = round(time.perf_counter() - t0, 3)
+        runs.append(run)
+    return Assessment(
+        target=target_info or {"schema": target.schema.to_dict()},
+        output=str(spec),
+        budgets=ladder,
+        probe_size=len(probe),
+        victim_probe_accuracy=probe.victim_accuracy(),
+        runs=runs,
+        seed=seed,
+        price_per_query=price_per_query,
+        started_at=started.isoformat(timespec="seconds"),
+        seconds=round(time.perf_counter() - t_all, 3),
+        tool={"extractguard": __version__, "python": platform.python_version()},
+    )

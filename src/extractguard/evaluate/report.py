@@ -1,0 +1,122 @@
+"""``report.json`` and a self-contained ``report.html`` (plot embedded as a PNG data URI).
+
+The HTML has no external resources so it opens from a mail attachment or an air-gapped CI
+artifact store exactly as it looked when written.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from extractguard.evaluate.assessment import Assessment
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#1d2330;padding:0 1rem}
+h1{font-size:1.6rem;margin-bottom:.2rem} h2{font-size:1.2rem;margin-top:2rem}
+.meta{color:#5b6475;font-size:.9rem} table{border-collapse:collapse;width:100%;font-size:.9rem}
+th,td{border-bottom:1px solid #e3e6ec;padding:.35rem .6rem;text-align:right} th:first-child,td:first-child{text-align:left}
+th{background:#f5f7fa} img{max-width:100%;border:1px solid #e3e6ec} code{background:#f5f7fa;padding:0 .2rem}
+.kv td{text-align:left}
+"""
+
+
+def plot_curves(assessment: Assessment) -> bytes:
+    """Fidelity and accuracy vs real queries, one line per attack, as PNG bytes."""
+    fig = Figure(figsize=(10, 4.2), dpi=110)
+    ax_f, ax_a = fig.subplots(1, 2)
+    for run in assessment.runs:
+        q = [p.queries for p in run.points]
+        ax_f.plot(q, [p.fidelity for p in run.points], marker="o", label=run.attack)
+        if all(p.accuracy is not None for p in run.points):
+            ax_a.plot(q, [p.accuracy for p in run.points], marker="o", label=run.attack)
+    if assessment.victim_probe_accuracy is not None:
+        ax_a.axhline(assessment.victim_probe_accuracy, color="black", linestyle="--", linewidth=1, label="victim")
+    for ax, title in ((ax_f, "Fidelity to the victim (held-out probe set)"), (ax_a, "Accuracy of the stolen copy")):
+        ax.set_xscale("log")
+        ax.set_xlabel("queries")
+        ax.set_ylim(0, 1.02)
+        ax.set_title(title, fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return html.escape(str(v))
+
+
+def render_html(assessment: Assessment, png: bytes) -> str:
+    """The report page as one HTML string."""
+    a = assessment
+    img = base64.b64encode(png).decode("ascii")
+    target_rows = "".join(
+        f"<tr><td>{html.escape(str(k))}</td><td>{_fmt(v) if not isinstance(v, dict) else html.escape(json.dumps(v))}</td></tr>"
+        for k, v in a.target.items()
+    )
+    summary = []
+    for run in a.runs:
+        best = run.best()
+        if best is None:
+            continue
+        cost = "–" if a.price_per_query == 0 else f"{best.spend:.2f}"
+        summary.append(
+            f"<tr><td>{html.escape(run.attack)}</td><td>{best.fidelity:.3f}</td><td>{best.queries}</td>"
+            f"<td>{run.queries}</td><td>{cost}</td><td>{run.seconds:.1f}</td><td>{html.escape(run.paper)}</td></tr>"
+        )
+    rows = []
+    for run in a.runs:
+        for p in run.points:
+            rows.append(
+                f"<tr><td>{html.escape(run.attack)}</td><td>{p.budget}</td><td>{p.queries}</td><td>{_fmt(p.fidelity)}</td>"
+                f"<td>{_fmt(p.accuracy)}</td><td>{_fmt(p.l1)}</td><td>{_fmt(p.kl)}</td><td>{_fmt(p.spend, 2)}</td>"
+                f"<td>{_fmt(p.train_seconds, 2)}</td></tr>"
+            )
+    victim_acc = "–" if a.victim_probe_accuracy is None else f"{a.victim_probe_accuracy:.3f}"
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>ExtractGuard assessment</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"><style>{_CSS}</style></head>
+<body>
+<h1>How stealable is this model?</h1>
+<p class="meta">ExtractGuard {html.escape(a.tool.get("extractguard", ""))} · started {html.escape(a.started_at)} ·
+took {a.seconds:.1f} s · output mode <code>{html.escape(a.output)}</code> · seed {a.seed}</p>
+<p>Each attack queried the model through a budgeted oracle and trained a copy at every budget on the ladder
+({", ".join(str(b) for b in a.budgets)} queries). Fidelity is the fraction of the {a.probe_size} held-out probe
+inputs, never queried by any attack, on which the copy predicts the same class as the model. The model's own
+accuracy on them is {victim_acc}.</p>
+<h2>Fidelity vs queries</h2>
+<img id="curves" alt="Fidelity and accuracy of the stolen copy against the number of queries" src="data:image/png;base64,{img}">
+<h2>Summary</h2>
+<table id="summary"><thead><tr><th>attack</th><th>best fidelity</th><th>at queries</th><th>queries used</th>
+<th>cost</th><th>seconds</th><th>paper</th></tr></thead><tbody>{"".join(summary)}</tbody></table>
+<h2>Every checkpoint</h2>
+<table id="points"><thead><tr><th>attack</th><th>budget</th><th>real queries</th><th>fidelity</th><th>accuracy</th>
+<th>mean L1</th><th>mean KL</th><th>spend</th><th>train s</th></tr></thead><tbody>{"".join(rows)}</tbody></table>
+<h2>Target</h2>
+<table class="kv"><tbody>{target_rows}</tbody></table>
+</body></html>
+"""
+
+
+def write_report(assessment: Assessment, out_dir: str | Path) -> tuple[Path, Path]:
+    """Write ``report.json`` and ``report.html`` into ``out_dir``; returns both paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    json_path = out / "report.json"
+    html_path = out / "report.html"
+    json_path.write_text(json.dumps(assessment.to_dict(), indent=2) + "\n", encoding="utf-8")
+    html_path.write_text(render_html(assessment, plot_curves(assessment)), encoding="utf-8")
+    return json_path, html_path

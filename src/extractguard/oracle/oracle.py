@@ -1,0 +1,151 @@
+"""The oracle: the only door through which an attack reaches a model.
+
+It enforces the budget contract (one input row sent = one query, whatever the batching),
+shapes the answer to the configured output mode, records a transcript and accounts the cost.
+Attacks hold an ``Oracle`` and nothing else, so they cannot read the victim's parameters.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from extractguard.errors import BudgetExceededError
+from extractguard.oracle.answer import Answer, OutputSpec
+from extractguard.oracle.schema import InputSchema
+from extractguard.oracle.targets import Target
+
+
+class Transcript(Protocol):
+    """Where queries and answers are recorded, in order, before the attack sees the answer."""
+
+    def record(self, X: np.ndarray, answer: Answer) -> None: ...
+
+
+@dataclass
+class MemoryTranscript:
+    """Keeps every batch in memory; enough for local assessments."""
+
+    batches: list[tuple[np.ndarray, Answer]] = field(default_factory=list)
+
+    def record(self, X: np.ndarray, answer: Answer) -> None:
+        self.batches.append((X.copy(), answer))
+
+    @property
+    def n_rows(self) -> int:
+        return sum(len(a) for _, a in self.batches)
+
+    def inputs(self) -> np.ndarray:
+        """All queried rows in order, shape (n, n_features)."""
+        return np.concatenate([x for x, _ in self.batches]) if self.batches else np.empty((0, 0), np.float32)
+
+
+@dataclass(frozen=True)
+class OracleStats:
+    """Cost of an extraction so far."""
+
+    queries: int
+    calls: int
+    spend: float
+    budget: int | None
+    seconds_in_target: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "queries": self.queries,
+            "calls": self.calls,
+            "spend": self.spend,
+            "budget": self.budget,
+            "seconds_in_target": round(self.seconds_in_target, 4),
+        }
+
+
+class Oracle:
+    """Budgeted, mode-shaped query access to a target.
+
+    Parameters
+    ----------
+    target:
+        The model as its owner holds it.  Kept private; only ``schema`` is public.
+    output:
+        What each answer reveals (``OutputSpec`` or its text form, e.g. ``"top-3"``).
+    budget:
+        Maximum number of input rows the oracle will answer, or ``None`` for unlimited.  A batch
+        that would cross it is refused whole, before it reaches the model.
+    price_per_query:
+        Price of one row, for cost accounting (e.g. a cloud API's per-prediction price).
+    transcript:
+        Optional store that records every batch before the answer is returned.
+    """
+
+    def __init__(
+        self,
+        target: Target,
+        output: OutputSpec | str = "probabilities",
+        budget: int | None = None,
+        price_per_query: float = 0.0,
+        transcript: Transcript | None = None,
+    ) -> None:
+        if budget is not None and budget < 0:
+            raise BudgetExceededError(f"a budget must be >= 0 queries, got {budget}")
+        self.__target = target
+        self.output = OutputSpec.parse(output) if isinstance(output, str) else output
+        self.budget = budget
+        self.price_per_query = float(price_per_query)
+        self.transcript = transcript
+        self._queries = 0
+        self._calls = 0
+        self._seconds = 0.0
+
+    @property
+    def schema(self) -> InputSchema:
+        """Public facts about the target's inputs and classes."""
+        return self.__target.schema
+
+    @property
+    def queries_used(self) -> int:
+        return self._queries
+
+    @property
+    def remaining(self) -> int | None:
+        """Rows left in the budget (``None`` when unlimited)."""
+        return None if self.budget is None else self.budget - self._queries
+
+    def stats(self) -> OracleStats:
+        return OracleStats(
+            queries=self._queries,
+            calls=self._calls,
+            spend=self._queries * self.price_per_query,
+            budget=self.budget,
+            seconds_in_target=self._seconds,
+        )
+
+    def query(self, X: Any) -> Answer:
+        """Answer a batch of rows; every row counts as one query.
+
+        Raises :class:`~extractguard.errors.InputValidationError` for malformed rows and
+        :class:`~extractguard.errors.BudgetExceededError` when the batch would exceed the
+        budget; in both cases nothing is sent and nothing is charged.
+        """
+        rows = self.schema.validate(X, what="query batch")
+        n = rows.shape[0]
+        if self.budget is not None and self._queries + n > self.budget:
+            raise BudgetExceededError(
+                f"batch of {n} rows refused: {self._queries} of {self.budget} queries already used "
+                f"({self.budget - self._queries} left)"
+            )
+        t0 = time.perf_counter()
+        pred = self.__target.predict(rows)
+        self._seconds += time.perf_counter() - t0
+        answer = Answer.from_probabilities(pred.probabilities, self.output, logits=pred.logits)
+        self._queries += n
+        self._calls += 1
+        if self.transcript is not None:
+            self.transcript.record(rows, answer)
+        return answer
+
+    def __repr__(self) -> str:
+        return f"Oracle(output={self.output}, budget={self.budget}, queries_used={self._queries})"

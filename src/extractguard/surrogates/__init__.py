@@ -1,0 +1,48 @@
+"""Student models that learn a victim's behaviour from oracle answers."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from extractguard.errors import ConfigurationError
+from extractguard.oracle.schema import InputSchema
+from extractguard.surrogates.sklearn_models import SklearnSurrogate
+from extractguard.surrogates.torch_models import TorchClassifier, build_network
+
+
+class Surrogate(Protocol):
+    """What attacks need from a student: fit on (rows, labels or probabilities), then predict."""
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> "Surrogate": ...
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray: ...
+
+
+SURROGATES: tuple[str, ...] = ("auto", "cnn", "mlp", "linear", "tree", "forest")
+
+
+def make_surrogate(kind: str, schema: InputSchema, seed: int = 0) -> Surrogate:
+    """A fresh, unfitted student suited to the schema.
+
+    ``auto`` picks a CNN for image inputs and an MLP otherwise; ``tree``/``forest`` are
+    scikit-learn models that learn from hard labels.
+    """
+    if kind == "auto":
+        kind = "cnn" if schema.is_image else "mlp"
+    if kind in ("cnn", "mlp", "linear"):
+        hidden = (128,) if kind != "mlp" else (256, 128)
+        return TorchClassifier(kind, schema.input_shape, schema.n_classes, hidden=hidden, seed=seed)  # type: ignore[arg-type]
+    if kind == "tree":
+        from sklearn.tree import DecisionTreeClassifier
+
+        return SklearnSurrogate(DecisionTreeClassifier(random_state=seed), schema.n_classes)
+    if kind == "forest":
+        from sklearn.ensemble import RandomForestClassifier
+
+        return SklearnSurrogate(RandomForestClassifier(n_estimators=100, random_state=seed), schema.n_classes)
+    raise ConfigurationError(f"unknown surrogate {kind!r}; choose one of {', '.join(SURROGATES)}")
+
+
+__all__ = ["SURROGATES", "SklearnSurrogate", "Surrogate", "TorchClassifier", "build_network", "make_surrogate"]

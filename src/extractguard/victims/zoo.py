@@ -1,0 +1,172 @@
+"""A small, reproducible zoo of victim models built from a seed and cached on disk.
+
+A victim is a model *we* own, trained on the ``train`` split of a bundled dataset.  The
+attacker's natural data comes from the disjoint ``pool`` split, and fidelity is measured on the
+held-out ``test`` split that no attack ever queries.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from extractguard.data import Dataset, Splits, default_cache_dir, load_dataset, split_dataset
+from extractguard.errors import ConfigurationError
+from extractguard.oracle import Oracle, OutputSpec, SklearnTarget, Target, TorchTarget
+from extractguard.oracle.schema import InputSchema
+from extractguard.surrogates.torch_models import Standardize, TorchClassifier, build_network
+
+ARCHITECTURES: tuple[str, ...] = ("logreg", "tree", "mlp", "cnn")
+DEFAULT_VICTIM = "mnist-cnn"
+#: Bump when training recipes change, so stale cached weights are not reused.
+ZOO_VERSION = 1
+
+_TORCH_RECIPES: dict[str, dict[str, Any]] = {
+    "mlp": {"hidden": (64,), "epochs": 60, "min_steps": 600, "max_steps": 3000},
+    "cnn": {"hidden": (128,), "epochs": 30, "min_steps": 600, "max_steps": 2000},
+}
+
+
+@dataclass
+class Victim:
+    """A trained model with its data splits.  ``target`` is the owner's handle on the model."""
+
+    name: str
+    dataset: Dataset
+    arch: str
+    seed: int
+    splits: Splits
+    model: Any
+    target: Target
+    train_accuracy: float
+    test_accuracy: float
+
+    @property
+    def schema(self) -> InputSchema:
+        return self.target.schema
+
+    def pool(self) -> np.ndarray:
+        """Natural inputs the attacker may use (labels withheld)."""
+        return self.dataset.X[self.splits.pool]
+
+    def probe(self) -> tuple[np.ndarray, np.ndarray]:
+        """Held-out rows and their true labels, for measuring fidelity and accuracy."""
+        return self.dataset.X[self.splits.test], self.dataset.y[self.splits.test]
+
+    def oracle(
+        self, output: OutputSpec | str = "probabilities", budget: int | None = None, price_per_query: float = 0.0
+    ) -> Oracle:
+        """Fresh budgeted query access to this victim."""
+        return Oracle(self.target, output=output, budget=budget, price_per_query=price_per_query)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "dataset": self.dataset.name,
+            "data_source": self.dataset.source,
+            "architecture": self.arch,
+            "seed": self.seed,
+            "splits": self.splits.sizes(),
+            "train_accuracy": round(self.train_accuracy, 4),
+            "test_accuracy": round(self.test_accuracy, 4),
+            "schema": self.schema.to_dict(),
+        }
+
+
+def parse_victim_name(name: str) -> tuple[str, str]:
+    """``"mnist-cnn"`` -> ``("mnist", "cnn")``; dataset names may contain underscores."""
+    dataset, sep, arch = name.strip().lower().rpartition("-")
+    if not sep or arch not in ARCHITECTURES:
+        raise ConfigurationError(
+            f"victim names look like DATASET-ARCH with ARCH in {', '.join(ARCHITECTURES)}; got {name!r}"
+        )
+    return dataset.replace("-", "_"), arch
+
+
+def _torch_victim(
+    arch: str, dataset: Dataset, splits: Splits, seed: int, cache_dir: Path | None
+) -> TorchClassifier:
+    import torch
+
+    recipe = _TORCH_RECIPES[arch]
+    clf = TorchClassifier(arch, dataset.input_shape, dataset.n_classes, seed=seed, **recipe)  # type: ignore[arg-type]
+    path = None
+    if cache_dir is not None:
+        path = cache_dir / "victims" / f"{dataset.name}-{arch}-seed{seed}-v{ZOO_VERSION}.pt"
+        if path.is_file():
+            try:
+                state = torch.load(path, weights_only=True)
+                net = build_network(arch, dataset.input_shape, dataset.n_classes, recipe["hidden"])  # type: ignore[arg-type]
+                ones = np.ones(dataset.input_shape, np.float32)
+                clf.module_ = torch.nn.Sequential(Standardize(ones * 0, ones), net)
+                clf.module_.load_state_dict(state)
+                clf.module_.eval()
+                return clf
+            except (RuntimeError, OSError, KeyError, ValueError):
+                pass  # corrupt or stale cache: retrain below and overwrite it
+    clf.fit(dataset.X[splits.train], dataset.y[splits.train])
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        torch.save(clf.module_.state_dict(), tmp)
+        os.replace(tmp, path)
+    return clf
+
+
+def _sklearn_victim(arch: str, dataset: Dataset, splits: Splits, seed: int) -> Any:
+    # scikit-learn victims retrain in well under a second, so they are not cached.
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.tree import DecisionTreeClassifier
+
+    if arch == "logreg":
+        model: Any = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000, random_state=seed))
+    else:
+        model = DecisionTreeClassifier(max_depth=10, min_samples_leaf=2, random_state=seed)
+    return model.fit(dataset.X[splits.train], dataset.y[splits.train])
+
+
+def build_victim(
+    name: str = DEFAULT_VICTIM, seed: int = 0, cache_dir: Path | str | None = "default"
+) -> Victim:
+    """Train (or load from cache) the victim ``DATASET-ARCH`` for ``seed``.
+
+    ``cache_dir="default"`` uses :func:`~extractguard.data.default_cache_dir`; ``None`` disables
+    caching.  The same name and seed always give the same splits and, for cached torch models,
+    the same weights.
+    """
+    ds_name, arch = parse_victim_name(name)
+    dataset = load_dataset(ds_name)
+    if arch == "cnn" and len(dataset.input_shape) < 2:
+        raise ConfigurationError(f"a CNN victim needs an image dataset; {dataset.name} is tabular")
+    splits = split_dataset(dataset, seed=seed)
+    cache = default_cache_dir() if cache_dir == "default" else (Path(cache_dir) if cache_dir else None)
+    schema = dataset.schema()
+    target: Target
+    if arch in _TORCH_RECIPES:
+        model: Any = _torch_victim(arch, dataset, splits, seed, cache)
+        target = TorchTarget(model.module_, schema, outputs="logits")
+    else:
+        model = _sklearn_victim(arch, dataset, splits, seed)
+        target = SklearnTarget(model, schema)
+    train_acc = float(np.mean(target.predict(dataset.X[splits.train]).probabilities.argmax(1) == dataset.y[splits.train]))
+    test_acc = float(np.mean(target.predict(dataset.X[splits.test]).probabilities.argmax(1) == dataset.y[splits.test]))
+    return Victim(f"{dataset.name}-{arch}", dataset, arch, seed, splits, model, target, train_acc, test_acc)
+
+
+def list_victims() -> list[str]:
+    """Every valid ``DATASET-ARCH`` combination."""
+    from extractguard.data import DATASETS
+
+    names = []
+    for ds in DATASETS:
+        for arch in ARCHITECTURES:
+            if arch == "cnn" and ds not in ("mnist", "digits"):
+                continue
+            names.append(f"{ds}-{arch}")
+    return names
