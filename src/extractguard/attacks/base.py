@@ -129,7 +129,7 @@ class Attack(ABC):
                 t0 = time.perf_counter()
                 answer = oracle.query(X)
                 query_seconds += time.perf_counter() - t0
-                self._observe(np.asarray(X, dtype=np.float32).reshape(len(X), -1), answer)
+                self._observe(np.asarray(X, dtype=np.float64).reshape(len(X), -1), answer)
                 spent += len(X)
             if spent == 0:
                 raise ConfigurationError(f"{self.name}: the strategy produced no queries")

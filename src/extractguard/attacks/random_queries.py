@@ -26,4 +26,4 @@ class RandomQueries(Attack):
         self._high = np.asarray(schema.high, dtype=np.float64)
 
     def _select(self, n: int) -> np.ndarray:
-        return self._rng.uniform(self._low, self._high, size=(n, self._low.shape[0])).astype(np.float32)
+        return self._rng.uniform(self._low, self._high, size=(n, self._low.shape[0]))

@@ -59,7 +59,10 @@ class InputSchema:
         return len(self.input_shape) in (2, 3) and min(self.input_shape[-2:]) >= 4
 
     def validate(self, X: Any, *, what: str = "input") -> np.ndarray:
-        """Return ``X`` as a float32 array of shape (n, n_features), or raise a clear error.
+        """Return ``X`` as a float64 array of shape (n, n_features), or raise a clear error.
+
+        Float64 on purpose: exact attacks (equation solving, critical-point search) need the
+        precision, and each target casts to its own dtype.
 
         Accepts flat rows or rows already in ``input_shape``; rejects wrong widths, NaN/inf,
         empty batches and, when ``enforce_bounds`` is set, values outside ``[low, high]``.
@@ -95,7 +98,7 @@ class InputSchema:
                     f"{what} has values outside the documented domain (row {row}, column {col}: "
                     f"{arr[row, col]:g} not in [{low[col]:g}, {high[col]:g}])"
                 )
-        return arr.astype(np.float32)
+        return arr
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly description, for reports and transcripts."""

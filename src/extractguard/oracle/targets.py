@@ -118,13 +118,15 @@ class TorchTarget:
         self._batch_size = batch_size
         self._torch = torch
         module.eval()
+        first = next(iter(module.parameters()), None)
+        self._dtype = first.dtype if first is not None else torch.float32
 
     def predict(self, X: np.ndarray) -> Prediction:
         torch = self._torch
         chunks = []
         with torch.no_grad():
             for start in range(0, X.shape[0], self._batch_size):
-                xb = torch.from_numpy(np.ascontiguousarray(X[start : start + self._batch_size], dtype=np.float32))
+                xb = torch.from_numpy(np.ascontiguousarray(X[start : start + self._batch_size])).to(self._dtype)
                 xb = xb.reshape(xb.shape[0], *self.schema.input_shape)
                 chunks.append(self._module(xb).detach().cpu().numpy())
         scores = _check_scores(np.concatenate(chunks), X.shape[0], self.schema.n_classes, "the model")
