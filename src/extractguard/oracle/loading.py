@@ -53,8 +53,12 @@ class LoadedModel:
                 feed = x.astype(np.float64 if "double" in inp.type else np.float32)
                 if len(inp.shape) > 2 and self.declared_shape:
                     feed = feed.reshape(1, *self.declared_shape)
-                outs = [o for o in sess.run(None, {inp.name: feed}) if not isinstance(o, list)]
-                floats = [np.asarray(o) for o in outs if np.asarray(o).dtype.kind == "f" and np.asarray(o).ndim == 2]
+                outs = sess.run(None, {inp.name: feed})
+                for o in reversed(outs):
+                    if isinstance(o, list) and o and isinstance(o[0], dict):  # skl2onnx ZipMap
+                        return len(o[0])
+                arrays = [np.asarray(o) for o in outs if not isinstance(o, list)]
+                floats = [a for a in arrays if a.dtype.kind == "f" and a.ndim == 2]
                 if not floats:
                     raise ModelLoadError(f"{self.path.name}: no 2-D float output to read scores from")
                 return int(floats[-1].shape[1])
