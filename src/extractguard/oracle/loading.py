@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from extractguard.errors import ExtractGuardError, InputValidationError, ModelLoadError
+from extractguard.errors import ExtractGuardError, InputValidationError, ModelLoadError, check_readable_file
 from extractguard.oracle.schema import InputSchema
 from extractguard.oracle.targets import OnnxTarget, SklearnTarget, Target, TorchTarget
 
@@ -93,16 +93,7 @@ def _sniff(path: Path) -> ModelKind:
 def load_model_file(path: str | Path) -> LoadedModel:
     """Open a model file, raising :class:`ModelLoadError` with a one-line reason on failure."""
     p = Path(path)
-    if not p.exists():
-        raise ModelLoadError(f"model file not found: {p}")
-    if p.is_dir():
-        raise ModelLoadError(f"model path is a directory, not a file: {p}")
-    try:
-        with p.open("rb") as fh:
-            if not fh.read(1):
-                raise ModelLoadError(f"model file is empty: {p}")
-    except OSError as exc:
-        raise ModelLoadError(f"cannot read model file {p}: {exc.strerror or exc}") from None
+    check_readable_file(p, "model", ModelLoadError)
     kind = _sniff(p)
     if kind == "sklearn":
         import joblib
