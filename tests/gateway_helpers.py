@@ -71,7 +71,7 @@ class UvicornThread:
         import uvicorn
 
         self.port = free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error"))
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error", proxy_headers=False))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     @property

@@ -58,7 +58,9 @@ def register(app: typer.Typer) -> None:
         where = f"--config {config}" if config is not None else f"--state-dir {state_dir}"
         console.print(f"create a key:  extractguard keys create --account NAME --tier {next(iter(cfg.tiers))} {where}")
         console.print(f"then:  curl -H 'Authorization: Bearer KEY' -d @request.json http://{host}:{port}/v2/models/{cfg.model.name}/infer")
-        uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
+        # proxy_headers=False: uvicorn would otherwise rewrite the client address from
+        # X-Forwarded-For itself; the gateway's own trusted_proxies setting must decide that.
+        uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False, proxy_headers=False)
 
     @keys_app.command("create")
     @user_errors
