@@ -195,6 +195,11 @@ def version() -> None:
     console.print(f"extractguard {__version__}")
 
 
+from extractguard.cli.gateway import register as _register_gateway  # noqa: E402
+
+_register_gateway(app)  # serve, keys, audit
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``extractguard`` script."""
     app(args=argv)
