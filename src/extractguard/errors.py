@@ -33,3 +33,11 @@ class DataLoadError(ExtractGuardError):
 
 class ConfigurationError(ExtractGuardError):
     """Parameters that cannot work together (unknown attack, empty budget ladder, ...)."""
+
+
+class RemoteTargetError(ExtractGuardError):
+    """A remote model API refused, failed or answered something we cannot use."""
+
+
+class AuthorizationError(ExtractGuardError):
+    """A remote target lacks the owner's written permission to be tested, or it has lapsed."""
