@@ -37,6 +37,7 @@ class ServerCounts:
     failed: int = 0
     unauthorized: int = 0
     violations: list[dict[str, float]] = field(default_factory=list)
+    by_key: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -80,10 +81,11 @@ class ModelServer:
         c = self.counts
         c.requests += 1
         auth = request.headers.get("authorization", "")
-        key = auth.removeprefix("Bearer ").strip()
+        key = auth.removeprefix("Bearer ").strip() if auth else request.headers.get("x-api-key", "")
         if self.deny_all or key not in self.keys:
             c.unauthorized += 1
             return JSONResponse({"error": "invalid API key"}, status_code=401)
+        c.by_key[key] = c.by_key.get(key, 0) + 1
         digest = hashlib.sha256(raw).hexdigest()
         now = time.monotonic()
         deadline = self._deadlines.pop(digest, None)

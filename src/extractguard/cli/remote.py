@@ -67,8 +67,7 @@ def assess_remote(
             ) from None
     json_path, html_path = write_report(result, out)
 
-    table = Table(title=f"Fidelity vs queries ({result.output} answers from {config.endpoint()}, "
-                        f"{result.probe_size} held-out probe rows)")
+    table = Table(title=f"Fidelity vs queries ({result.output} answers, {result.probe_size} held-out probe rows)")
     table.add_column("attack")
     for b in ladder:
         table.add_column(str(b), justify="right")

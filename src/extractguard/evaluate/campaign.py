@@ -101,8 +101,10 @@ def run_campaign(
         if resume and stored is not None and paid_before:
             changed = sorted(k for k in settings if stored.get(k) != settings[k])
             if changed:
+                first = changed[0]
                 raise ConfigurationError(
-                    f"cannot resume: {', '.join(changed)} differ from the campaign in {config.transcript_path}"
+                    f"cannot resume: {', '.join(changed)} differ from the campaign in {config.transcript_path} "
+                    f"({first}: was {stored.get(first)!r}, now {settings[first]!r})"
                 )
         campaign_id = store.get_meta("campaign_id") if paid_before else None
         if not campaign_id:

@@ -229,7 +229,7 @@ class TargetConfig(_Strict):
 def _format_error(exc: ValidationError) -> str:
     first = exc.errors()[0]
     loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
-    msg = first["msg"].removeprefix("Value error, ")
+    msg = " ".join(first["msg"].removeprefix("Value error, ").split())
     if first["type"] == "missing" and loc == "authorization":
         return (
             "the target has no 'authorization' block: ExtractGuard only attacks endpoints you own or are "
