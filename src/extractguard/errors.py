@@ -37,6 +37,14 @@ class ConfigurationError(ExtractGuardError):
     """Parameters that cannot work together (unknown attack, empty budget ladder, ...)."""
 
 
+class RemoteTargetError(ExtractGuardError):
+    """A remote model API refused, failed or answered something we cannot use."""
+
+
+class AuthorizationError(ExtractGuardError):
+    """A remote target lacks the owner's written permission to be tested, or it has lapsed."""
+
+
 def check_readable_file(path: Path, what: str, error: type[ExtractGuardError]) -> None:
     """Raise ``error`` naming ``what`` if ``path`` is missing, a directory, unreadable or empty."""
     if not path.exists():
