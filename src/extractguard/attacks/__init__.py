@@ -9,10 +9,11 @@ import numpy as np
 from extractguard.attacks.base import Attack, Checkpoint, CheckpointCallback
 from extractguard.attacks.knockoff import KnockoffNets
 from extractguard.attacks.random_queries import RandomQueries
+from extractguard.attacks.transfer import TransferAttack
 from extractguard.errors import ConfigurationError
 
 #: Every attack by its CLI name.
-ATTACKS: dict[str, type[Attack]] = {cls.name: cls for cls in (RandomQueries, KnockoffNets)}
+ATTACKS: dict[str, type[Attack]] = {cls.name: cls for cls in (RandomQueries, KnockoffNets, TransferAttack)}
 
 
 def create_attack(
@@ -30,4 +31,4 @@ def create_attack(
     return cls(surrogate=surrogate, seed=seed, **params)
 
 
-__all__ = ["ATTACKS", "Attack", "Checkpoint", "CheckpointCallback", "KnockoffNets", "RandomQueries", "create_attack"]
+__all__ = ["ATTACKS", "Attack", "Checkpoint", "CheckpointCallback", "KnockoffNets", "RandomQueries", "TransferAttack", "create_attack"]

@@ -22,6 +22,9 @@ from extractguard.oracle.schema import InputSchema
 from extractguard.surrogates.torch_models import Standardize, TorchClassifier, build_network
 
 ARCHITECTURES: tuple[str, ...] = ("logreg", "tree", "mlp", "cnn")
+#: Architectures for text datasets (TF-IDF features in front of the classifier).
+TEXT_ARCHITECTURES: tuple[str, ...] = ("logreg", "mlp")
+TEXT_DATASETS: tuple[str, ...] = ("reviews",)
 DEFAULT_VICTIM = "mnist-cnn"
 #: Bump when training recipes change, so stale cached weights are not reused.
 ZOO_VERSION = 1
@@ -132,6 +135,33 @@ def _sklearn_victim(arch: str, dataset: Dataset, splits: Splits, seed: int) -> A
     return model.fit(dataset.X[splits.train], dataset.y[splits.train])
 
 
+def _text_victim(arch: str, dataset: Dataset, splits: Splits, seed: int) -> Any:
+    """TF-IDF features (word 1-2 grams) feeding a classifier: the classic text pipeline
+    (e.g. Wang & Manning 2012 for sentiment), served as one scikit-learn ``Pipeline`` that takes
+    raw strings, so :class:`SklearnTarget` answers text queries unchanged."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+
+    if arch not in TEXT_ARCHITECTURES:
+        raise ConfigurationError(
+            f"{dataset.name} is a text dataset; its victims are {', '.join(TEXT_ARCHITECTURES)} on TF-IDF features"
+        )
+    tfidf = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
+    if arch == "logreg":
+        clf: Any = LogisticRegression(C=10.0, max_iter=2000, random_state=seed)
+    else:
+        clf = MLPClassifier(hidden_layer_sizes=(64,), alpha=1e-3, max_iter=60, random_state=seed)
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # the MLP's fixed epoch budget is deliberate
+        return make_pipeline(tfidf, clf).fit(dataset.X[splits.train], dataset.y[splits.train])
+
+
 def build_victim(
     name: str = DEFAULT_VICTIM, seed: int = 0, cache_dir: Path | str | None = "default"
 ) -> Victim:
@@ -143,6 +173,15 @@ def build_victim(
     """
     ds_name, arch = parse_victim_name(name)
     dataset = load_dataset(ds_name)
+    if dataset.kind == "text":
+        splits = split_dataset(dataset, seed=seed)
+        model_t = _text_victim(arch, dataset, splits, seed)
+        target_t = SklearnTarget(model_t, dataset.schema())
+        accs = [
+            float(np.mean(target_t.predict(dataset.X[idx]).probabilities.argmax(1) == dataset.y[idx]))
+            for idx in (splits.train, splits.test)
+        ]
+        return Victim(f"{dataset.name}-{arch}", dataset, arch, seed, splits, model_t, target_t, *accs)
     if arch == "cnn" and len(dataset.input_shape) < 2:
         raise ConfigurationError(f"a CNN victim needs an image dataset; {dataset.name} is tabular")
     splits = split_dataset(dataset, seed=seed)
@@ -168,6 +207,8 @@ def list_victims() -> list[str]:
     for ds in DATASETS:
         for arch in ARCHITECTURES:
             if arch == "cnn" and ds not in ("mnist", "digits"):
+                continue
+            if ds in TEXT_DATASETS and arch not in TEXT_ARCHITECTURES:
                 continue
             names.append(f"{ds}-{arch}")
     return names
