@@ -10,13 +10,14 @@ from extractguard.attacks.base import Attack, Checkpoint, CheckpointCallback
 from extractguard.attacks.equation_solving import EquationSolving
 from extractguard.attacks.functionally_equivalent import FunctionallyEquivalent
 from extractguard.attacks.knockoff import KnockoffNets
+from extractguard.attacks.lowd_meek import LowdMeek
 from extractguard.attacks.random_queries import RandomQueries
 from extractguard.errors import ConfigurationError
 
 #: Every attack by its CLI name.
 ATTACKS: dict[str, type[Attack]] = {cls.name: cls for cls in (RandomQueries, KnockoffNets)}
 # Exact / analytic attacks (Tramèr 2016, Lowd & Meek 2005, Jagielski 2020).
-ATTACKS.update({cls.name: cls for cls in (EquationSolving, FunctionallyEquivalent)})
+ATTACKS.update({cls.name: cls for cls in (EquationSolving, LowdMeek, FunctionallyEquivalent)})
 
 
 def create_attack(
@@ -36,5 +37,5 @@ def create_attack(
 
 __all__ = [
     "ATTACKS", "Attack", "Checkpoint", "CheckpointCallback", "EquationSolving", "FunctionallyEquivalent",
-    "KnockoffNets", "RandomQueries", "create_attack",
+    "KnockoffNets", "LowdMeek", "RandomQueries", "create_attack",
 ]
