@@ -162,7 +162,9 @@ def assess(
         table.add_column(str(b), justify="right")
     table.add_column("queries used", justify="right")
     for run in result.runs:
-        table.add_row(run.attack, *[f"{p.fidelity:.3f}" for p in run.points], str(run.queries))
+        # Align by budget: analytic attacks report no copy at budgets below their real query count.
+        by_budget = {p.budget: f"{p.fidelity:.3f}" for p in run.points}
+        table.add_row(run.attack, *[by_budget.get(b, "-") for b in ladder], str(run.queries))
     console.print(table)
     if result.victim_probe_accuracy is not None:
         console.print(f"victim accuracy on the probe set: {result.victim_probe_accuracy:.3f}")
