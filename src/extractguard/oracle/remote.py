@@ -107,6 +107,10 @@ def _substitute(template: Any, rows: list[list[float]]) -> Any:
     return template
 
 
+class _Stopped(Exception):
+    """A request not sent because another one in the same batch failed for good."""
+
+
 class RemoteTarget:
     """A model behind an HTTP API, configured by a :class:`TargetConfig`.
 
@@ -240,7 +244,7 @@ class RemoteTarget:
         return delay
 
     async def _send(
-        self, client: Any, sem: asyncio.Semaphore, rows: np.ndarray, request_id: str
+        self, client: Any, sem: asyncio.Semaphore, rows: np.ndarray, request_id: str, stop: asyncio.Event
     ) -> tuple[Answer, int]:
         import httpx
 
@@ -256,6 +260,8 @@ class RemoteTarget:
             status: int | None = None
             retry_after: float | None = None
             async with sem:
+                if stop.is_set():  # another request hit a fatal error: send nothing new
+                    raise _Stopped()
                 try:
                     resp = await client.post(self.url, json=body, headers=self._headers(key, request_id))
                     status = resp.status_code
@@ -320,24 +326,45 @@ class RemoteTarget:
         sem = asyncio.Semaphore(self.config.concurrency)
         results: list[Answer | None] = [None] * len(chunks)
         async with httpx.AsyncClient(
-            verify=self.config.tls_verify, timeout=self.config.timeout, limits=limits, transport=self._transport
+            verify=self._verify(), timeout=self.config.timeout, limits=limits, transport=self._transport
         ) as client:
 
+            stop = asyncio.Event()
+
             async def one(i: int) -> None:
-                answer, attempts = await self._send(client, sem, chunks[i], request_ids[i])
-                if on_answer is not None:
-                    on_answer(i, answer, attempts)  # commits to the transcript before anyone uses it
+                try:
+                    answer, attempts = await self._send(client, sem, chunks[i], request_ids[i], stop)
+                    if on_answer is not None:
+                        on_answer(i, answer, attempts)  # commits to the transcript before anyone uses it
+                except BaseException:
+                    stop.set()
+                    raise
                 results[i] = answer
 
             tasks = [asyncio.create_task(one(i)) for i in range(len(chunks))]
-            try:
-                await asyncio.gather(*tasks)
-            except BaseException:
-                for t in tasks:
-                    t.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-                raise
+            # After a fatal error no new request goes out, but those already in flight finish and
+            # are committed: an answer the server has charged for must not be thrown away.  Then
+            # report the first real failure.
+            outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException) and not isinstance(outcome, _Stopped):
+                    raise outcome
         return [r for r in results if r is not None]
+
+    def _verify(self) -> Any:
+        """TLS verification: on by default; a CA bundle path becomes an SSL context."""
+        verify = self.config.tls_verify
+        if isinstance(verify, str):
+            import ssl
+
+            path = self.config.path(verify)
+            if not path.is_file():
+                raise ConfigurationError(f"tls_verify: CA bundle not found: {path}")
+            try:
+                return ssl.create_default_context(cafile=str(path))
+            except ssl.SSLError as exc:
+                raise ConfigurationError(f"tls_verify: {path} is not a usable CA bundle: {exc}") from None
+        return verify
 
     def fetch(
         self,
