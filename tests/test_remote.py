@@ -151,6 +151,8 @@ def test_sigkilled_campaign_resumes_paying_exactly_its_budget(victim: Any, data_
     assert report["target"]["evaluation_queries"]["rows"] == PROBE_ROWS
     assert report["target"]["paid_queries"]["attack"] == {"knockoff": budget}
     assert report["runs"][0]["queries"] == budget
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert AUTH["statement"] in page and f"evaluation {PROBE_ROWS}" in page and "not</b> charged" in page
 
 
 def test_throttled_campaign_loses_nothing_and_honours_retry_after(victim: Any, data_dir: Path, tmp_path: Path) -> None:
