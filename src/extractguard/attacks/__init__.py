@@ -7,12 +7,19 @@ from typing import Any
 import numpy as np
 
 from extractguard.attacks.base import Attack, Checkpoint, CheckpointCallback
+from extractguard.attacks.active_learning import ActiveThief, ActiveThiefDFAL, ActiveThiefEntropy, ActiveThiefKCenter
+from extractguard.attacks.jacobian import JacobianAugmentation
 from extractguard.attacks.knockoff import KnockoffNets
+from extractguard.attacks.knockoff_adaptive import KnockoffAdaptive
 from extractguard.attacks.random_queries import RandomQueries
 from extractguard.errors import ConfigurationError
 
 #: Every attack by its CLI name.
 ATTACKS: dict[str, type[Attack]] = {cls.name: cls for cls in (RandomQueries, KnockoffNets)}
+# Learning-based attacks (docs/attacks.md, "Learning-based attacks").
+ATTACKS.update({cls.name: cls for cls in (
+    KnockoffAdaptive, ActiveThief, ActiveThiefEntropy, ActiveThiefKCenter, ActiveThiefDFAL, JacobianAugmentation,
+)})
 
 
 def create_attack(
@@ -30,4 +37,4 @@ def create_attack(
     return cls(surrogate=surrogate, seed=seed, **params)
 
 
-__all__ = ["ATTACKS", "Attack", "Checkpoint", "CheckpointCallback", "KnockoffNets", "RandomQueries", "create_attack"]
+__all__ = ["ATTACKS", "ActiveThief", "Attack", "JacobianAugmentation", "KnockoffAdaptive", "Checkpoint", "CheckpointCallback", "KnockoffNets", "RandomQueries", "create_attack"]
