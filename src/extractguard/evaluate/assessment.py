@@ -148,6 +148,7 @@ def run_assessment(
 
         t0 = time.perf_counter()
         attack.fit(oracle, budget=ladder[-1], checkpoints=ladder, callback=on_checkpoint)
+        run.params = attack.params()  # again after fitting: adds what the run chose (e.g. the surrogate family)
         stats = oracle.stats()
         run.queries, run.calls = stats.queries, stats.calls
         run.seconds = round(time.perf_counter() - t0, 3)
