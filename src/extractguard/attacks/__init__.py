@@ -7,12 +7,20 @@ from typing import Any
 import numpy as np
 
 from extractguard.attacks.base import Attack, Checkpoint, CheckpointCallback
+from extractguard.attacks.equation_solving import EquationSolving
+from extractguard.attacks.functionally_equivalent import FunctionallyEquivalent
 from extractguard.attacks.knockoff import KnockoffNets
+from extractguard.attacks.lowd_meek import LowdMeek
 from extractguard.attacks.random_queries import RandomQueries
+from extractguard.attacks.transfer import TransferAttack
 from extractguard.errors import ConfigurationError
 
 #: Every attack by its CLI name.
 ATTACKS: dict[str, type[Attack]] = {cls.name: cls for cls in (RandomQueries, KnockoffNets)}
+# Exact / analytic attacks (Tramèr 2016, Lowd & Meek 2005, Jagielski 2020).
+ATTACKS.update({cls.name: cls for cls in (EquationSolving, LowdMeek, FunctionallyEquivalent)})
+# Transfer learning from a pretrained encoder (text victims).
+ATTACKS.update({cls.name: cls for cls in (TransferAttack,)})
 
 
 def create_attack(
@@ -30,4 +38,7 @@ def create_attack(
     return cls(surrogate=surrogate, seed=seed, **params)
 
 
-__all__ = ["ATTACKS", "Attack", "Checkpoint", "CheckpointCallback", "KnockoffNets", "RandomQueries", "create_attack"]
+__all__ = [
+    "ATTACKS", "Attack", "Checkpoint", "CheckpointCallback", "EquationSolving", "FunctionallyEquivalent",
+    "KnockoffNets", "LowdMeek", "RandomQueries", "TransferAttack", "create_attack",
+]

@@ -29,6 +29,16 @@ def make_surrogate(kind: str, schema: InputSchema, seed: int = 0) -> Surrogate:
     ``auto`` picks a CNN for image inputs and an MLP otherwise; ``tree``/``forest`` are
     scikit-learn models that learn from hard labels.
     """
+    if schema.is_text:
+        # Text students need a featuriser; the from-scratch one is TF-IDF (surrogates/text.py).
+        if kind not in ("auto", "linear"):
+            raise ConfigurationError(
+                f"surrogate {kind!r} takes numeric rows; for text models use auto (TF-IDF + logistic regression) "
+                "or the transfer attack"
+            )
+        from extractguard.surrogates.text import TfidfSurrogate
+
+        return TfidfSurrogate(schema.n_classes, seed=seed)
     if kind == "auto":
         kind = "cnn" if schema.is_image else "mlp"
     if kind in ("cnn", "mlp", "linear"):
