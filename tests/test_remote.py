@@ -360,3 +360,30 @@ def test_local_oracle_can_record_into_sqlite(victim: Any, tmp_path: Path) -> Non
         assert store.runs() == {"local": 10}
         _, second = store.lookup("local", 1, 0)  # type: ignore[misc]
     assert second.scores is not None and np.allclose(second.scores.sum(1), 1, atol=0.06)
+
+
+def test_tls_is_verified_by_default_and_a_private_ca_can_be_trusted(victim: Any, data_dir: Path,
+                                                                     tmp_path: Path) -> None:
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    X = victim.probe()[0][:30].astype(np.float64)
+    with ModelServer(victim.target, tls_cert=str(tmp_path / "server.pem")) as srv:
+        assert srv.url.startswith("https://")
+        # Default: verification on; the private CA is unknown, so the campaign stops at once.
+        target = RemoteTarget(parse_target_config(config_dict(srv.url, data_dir, tmp_path / "a.sqlite")))
+        with pytest.raises(RemoteTargetError, match="TLS certificate .* not trusted.*tls_verify") as err:
+            target.answer(X)
+        assert "\n" not in str(err.value) and target.stats.retries == 0
+        assert srv.counts.requests == 0
+        # Trusting the private CA's bundle (path relative to the YAML file) works.
+        cfg = write_config(tmp_path / "t.yaml", config_dict(srv.url, data_dir, tmp_path / "b.sqlite",
+                                                            tls_verify="ca.pem"))
+        answer = RemoteTarget(load_target_config(cfg)).answer(X)
+        assert srv.counts.rows_answered == 30
+    np.testing.assert_allclose(answer.scores, victim.target.predict(X).probabilities, atol=1e-12)
+    missing = parse_target_config(config_dict("https://127.0.0.1:9", data_dir, tmp_path / "c.sqlite",
+                                              tls_verify="nowhere.pem"))
+    with pytest.raises(ConfigurationError, match="CA bundle not found"):
+        RemoteTarget(missing).answer(X)

@@ -107,6 +107,22 @@ def _substitute(template: Any, rows: list[list[float]]) -> Any:
     return template
 
 
+def _tls_failure(exc: BaseException) -> str | None:
+    """The reason if ``exc`` (or what caused it) is a failed certificate verification."""
+    import ssl
+
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return None
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return seen.verify_message or str(seen)
+        if "CERTIFICATE_VERIFY_FAILED" in str(seen):
+            return "certificate verify failed"
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 class _Stopped(Exception):
     """A request not sent because another one in the same batch failed for good."""
 
@@ -266,6 +282,12 @@ class RemoteTarget:
                     resp = await client.post(self.url, json=body, headers=self._headers(key, request_id))
                     status = resp.status_code
                 except httpx.TransportError as exc:
+                    tls = _tls_failure(exc)
+                    if tls is not None:  # retrying cannot fix a certificate: stop now, clearly
+                        raise RemoteTargetError(
+                            f"TLS certificate of {self.url} not trusted ({tls}); for a private CA set tls_verify "
+                            "to its CA bundle path (tls_verify: false disables the check, not recommended)"
+                        ) from None
                     self.stats.network_errors += 1
                     problem = f"network error: {type(exc).__name__}: {exc}".strip()
             self.stats.requests += 1
