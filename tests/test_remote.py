@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -153,6 +154,42 @@ def test_sigkilled_campaign_resumes_paying_exactly_its_budget(victim: Any, data_
     assert report["runs"][0]["queries"] == budget
     page = (tmp_path / "report" / "report.html").read_text()
     assert AUTH["statement"] in page and f"evaluation {PROBE_ROWS}" in page and "not</b> charged" in page
+
+
+def test_ctrl_c_lets_requests_in_flight_finish_and_commits_them(victim: Any, data_dir: Path, tmp_path: Path) -> None:
+    # Ctrl-C (SIGINT) while attack requests are in flight (the server holds each for 0.2 s): the
+    # campaign stops with one line, but every answer the server computed is in the transcript,
+    # so the resumed campaign makes the server compute each row exactly once overall.
+    budget = 200
+    with ModelServer(victim.target, delay=0.2) as srv:
+        cfg = write_config(tmp_path / "t.yaml", config_dict(srv.url, data_dir, tmp_path / "t.sqlite"))
+        args = ["assess", "--target", str(cfg), "--attack", "random", "--budgets", "100,200", "--surrogate",
+                "linear", "--out", str(tmp_path / "r")]
+        finished = threading.Event()
+
+        def press_ctrl_c() -> None:  # once the 3rd attack request (of 10) has reached the server
+            while not finished.is_set():
+                if srv.counts.requests >= PROBE_ROWS // 20 + 3:
+                    os.kill(os.getpid(), signal.SIGINT)
+                    return
+                time.sleep(0.002)
+
+        watcher = threading.Thread(target=press_ctrl_c, daemon=True)
+        watcher.start()
+        try:
+            stopped = CliRunner().invoke(app, args)
+        finally:
+            finished.set()
+            watcher.join()
+        assert stopped.exit_code == 2 and "interrupted" in stopped.output and "--resume" in stopped.output
+        with SqliteTranscript(tmp_path / "t.sqlite") as store:
+            committed = store.paid_rows()
+        assert PROBE_ROWS < committed < PROBE_ROWS + budget
+        assert srv.counts.rows_answered == committed  # nothing computed and then thrown away
+
+        resumed = CliRunner().invoke(app, [*args, "--resume"])
+        assert resumed.exit_code == 0, resumed.output
+        assert srv.counts.rows_answered == srv.counts.paid_rows == budget + PROBE_ROWS
 
 
 def test_throttled_campaign_loses_nothing_and_honours_retry_after(victim: Any, data_dir: Path, tmp_path: Path) -> None:

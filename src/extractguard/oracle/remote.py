@@ -123,6 +123,15 @@ def _tls_failure(exc: BaseException) -> str | None:
     return None
 
 
+async def _pause(seconds: float, stop: asyncio.Event) -> None:
+    """Sleep, but give up (raise :class:`_Stopped`) as soon as the batch is being stopped."""
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except asyncio.TimeoutError:
+        return
+    raise _Stopped()
+
+
 class _Stopped(Exception):
     """A request not sent because another one in the same batch failed for good."""
 
@@ -272,7 +281,7 @@ class RemoteTarget:
                 wait = self._key_not_before.get(key, 0.0) - time.monotonic()
                 if wait > 0:
                     self.stats.waited_seconds += wait
-                    await asyncio.sleep(wait)
+                    await _pause(wait, stop)
             status: int | None = None
             retry_after: float | None = None
             async with sem:
@@ -333,7 +342,7 @@ class RemoteTarget:
                 self._key_not_before[key] = max(self._key_not_before.get(key, 0.0), time.monotonic() + retry_after)
             self.stats.retries += 1
             self.stats.waited_seconds += delay
-            await asyncio.sleep(delay)
+            await _pause(delay, stop)
             attempt += 1
 
     async def _fetch(
@@ -364,13 +373,22 @@ class RemoteTarget:
                 results[i] = answer
 
             tasks = [asyncio.create_task(one(i)) for i in range(len(chunks))]
-            # After a fatal error no new request goes out, but those already in flight finish and
-            # are committed: an answer the server has charged for must not be thrown away.  Then
-            # report the first real failure.
-            outcomes = await asyncio.gather(*tasks, return_exceptions=True)
-            for outcome in outcomes:
-                if isinstance(outcome, BaseException) and not isinstance(outcome, _Stopped):
-                    raise outcome
+            # After a fatal error, or Ctrl-C, no new request goes out, but those already in flight
+            # finish and are committed: an answer the server has charged for must not be thrown
+            # away.  Then report the first real failure.  (asyncio.wait, unlike gather, does not
+            # cancel the requests when this coroutine is cancelled by Ctrl-C; a second Ctrl-C
+            # still ends the process at once.)
+            try:
+                await asyncio.wait(tasks)
+            except asyncio.CancelledError:
+                stop.set()
+                await asyncio.wait(tasks)
+                for t in tasks:
+                    t.exception()  # retrieve, so asyncio does not log "never retrieved"
+                raise
+            failures = [e for e in (t.exception() for t in tasks) if e is not None and not isinstance(e, _Stopped)]
+            if failures:
+                raise failures[0]
         return [r for r in results if r is not None]
 
     def _verify(self) -> Any:
