@@ -6,14 +6,16 @@ spends exactly what 100 single-row requests spend.
 
 Limits are checked first and charged only when all of them pass, so a refused request costs
 nothing (a caller who overshoots a monthly quota by one batch does not lose the rest of it).
-Between the check and the charge another replica may spend the same headroom; the charge still
-reports it and the request is refused, so at worst a concurrent burst is refused slightly early.
+On SQLite the check and the charge are one transaction.  On Redis another replica may spend the
+same headroom between them; the charge still reports it and the request is refused, so at worst a
+concurrent burst is refused slightly early.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 from limits import RateLimitItem, parse
@@ -86,12 +88,14 @@ class RateLimits:
     def charge(self, key_id: str, account: str, tier: str, ip: str, rows: int) -> Refusal | None:
         """Charge ``rows`` to every applicable limit, or refuse (charging nothing) and say why."""
         rules = self._rules(key_id, account, tier, ip)
-        for rule, ids in rules:
-            if not self.limiter.test(rule.item, *ids, cost=rows):
-                return self._refusal(rule, ids, rows)
-        for rule, ids in rules:
-            if not self.limiter.hit(rule.item, *ids, cost=rows):
-                return self._refusal(rule, ids, rows)
+        atomic = getattr(self.storage, "atomic", None)  # our SQLite storage: one transaction
+        with atomic() if atomic is not None else nullcontext():
+            for rule, ids in rules:
+                if not self.limiter.test(rule.item, *ids, cost=rows):
+                    return self._refusal(rule, ids, rows)
+            for rule, ids in rules:
+                if not self.limiter.hit(rule.item, *ids, cost=rows):
+                    return self._refusal(rule, ids, rows)
         return None
 
     def remaining(self, key_id: str, account: str, tier: str) -> dict[str, int]:
