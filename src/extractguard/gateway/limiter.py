@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 from limits import RateLimitItem, parse
@@ -41,6 +40,11 @@ class _Rule:
     scope: str
     item: RateLimitItem
     text: str
+
+
+class _Exceeded(Exception):
+    def __init__(self, rule: _Rule, ids: tuple[str, ...]) -> None:
+        self.rule, self.ids = rule, ids
 
 
 def _rows_for_spend(cap: float, price: float) -> int:
@@ -88,14 +92,24 @@ class RateLimits:
     def charge(self, key_id: str, account: str, tier: str, ip: str, rows: int) -> Refusal | None:
         """Charge ``rows`` to every applicable limit, or refuse (charging nothing) and say why."""
         rules = self._rules(key_id, account, tier, ip)
-        atomic = getattr(self.storage, "atomic", None)  # our SQLite storage: one transaction
-        with atomic() if atomic is not None else nullcontext():
-            for rule, ids in rules:
-                if not self.limiter.test(rule.item, *ids, cost=rows):
-                    return self._refusal(rule, ids, rows)
-            for rule, ids in rules:
-                if not self.limiter.hit(rule.item, *ids, cost=rows):
-                    return self._refusal(rule, ids, rows)
+        atomic = getattr(self.storage, "atomic", None)
+        if atomic is not None:
+            # Our SQLite storage: charge every limit in one transaction and roll it back if any
+            # limit is exceeded, so the check and the charge cannot be separated.
+            try:
+                with atomic():
+                    for rule, ids in rules:
+                        if not self.limiter.hit(rule.item, *ids, cost=rows):
+                            raise _Exceeded(rule, ids)
+            except _Exceeded as exc:
+                return self._refusal(exc.rule, exc.ids, rows)
+            return None
+        for rule, ids in rules:
+            if not self.limiter.test(rule.item, *ids, cost=rows):
+                return self._refusal(rule, ids, rows)
+        for rule, ids in rules:
+            if not self.limiter.hit(rule.item, *ids, cost=rows):
+                return self._refusal(rule, ids, rows)
         return None
 
     def remaining(self, key_id: str, account: str, tier: str) -> dict[str, int]:
