@@ -92,6 +92,8 @@ class RateLimits:
     def charge(self, key_id: str, account: str, tier: str, ip: str, rows: int) -> Refusal | None:
         """Charge ``rows`` to every applicable limit, or refuse (charging nothing) and say why."""
         rules = self._rules(key_id, account, tier, ip)
+        if not rules:
+            return None
         atomic = getattr(self.storage, "atomic", None)
         if atomic is not None:
             # Our SQLite storage: charge every limit in one transaction and roll it back if any
