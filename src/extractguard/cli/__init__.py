@@ -75,9 +75,23 @@ def assess(
     seed: Annotated[int, typer.Option(help="Seed for splits, attacks and surrogates.")] = 0,
     price: Annotated[float, typer.Option(help="Price per query, for cost accounting.")] = 0.0,
     out: Annotated[Path, typer.Option(help="Directory for report.json and report.html.")] = Path("extractguard-report"),
+    target: Annotated[Optional[Path], typer.Option("--target", help="Remote model API described by a target.yaml (see docs/remote.md).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="With --target: continue the campaign in the target's transcript, replaying paid answers.")] = False,
 ) -> None:
     """Run extraction attacks at a ladder of budgets and report fidelity vs queries."""
     import numpy as np
+
+    if target is not None:
+        from extractguard.cli.remote import assess_remote
+
+        if model is not None or attacker_data is not None or probe_data is not None:
+            raise ConfigurationError("--target takes its model, attacker data and probe data from target.yaml; drop --model/--attacker-data/--probe-data")
+        if output != "probabilities" or price != 0.0:
+            raise ConfigurationError("with --target, the output mode and price come from target.yaml (output:, price_per_query:)")
+
+        return assess_remote(target, attack, budgets, surrogate, seed, resume, out, console)
+    if resume:
+        raise ConfigurationError("--resume only applies to remote campaigns (--target target.yaml)")
 
     from extractguard.attacks import ATTACKS, create_attack
     from extractguard.data.files import load_table
@@ -193,6 +207,11 @@ def list_victims_cmd() -> None:
 def version() -> None:
     """Print the version."""
     console.print(f"extractguard {__version__}")
+
+
+from extractguard.cli.gateway import register as _register_gateway  # noqa: E402
+
+_register_gateway(app)  # serve, keys, audit
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -8,6 +8,7 @@ held-out ``test`` split that no attack ever queries.
 from __future__ import annotations
 
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,7 +110,7 @@ def _torch_victim(
                 clf.module_.load_state_dict(state)
                 clf.module_.eval()
                 return clf
-            except (RuntimeError, OSError, KeyError, ValueError):
+            except (RuntimeError, OSError, KeyError, ValueError, EOFError, pickle.UnpicklingError):
                 pass  # corrupt or stale cache: retrain below and overwrite it
     clf.fit(dataset.X[splits.train], dataset.y[splits.train])
     if path is not None:
