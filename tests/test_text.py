@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -204,24 +202,22 @@ def test_transfer_uncertainty_strategy_spends_exactly_its_budget(text_target) ->
 
 
 # -- the CLI ---------------------------------------------------------------------------------
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    import extractguard
-
-    # The subprocess must import this checkout's package, wherever it runs from.
-    src = str(Path(extractguard.__file__).resolve().parents[1])
-    path = os.pathsep.join([src, *filter(None, [os.environ.get("PYTHONPATH")])])
-    env = {**os.environ, "COLUMNS": "120", "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
-    return subprocess.run(
-        [sys.executable, "-m", "extractguard", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
-    )
-
-
+# In-process (typer's CliRunner): the same command function and error wrapper a user hits, but the
+# sentence encoder loaded by the tests above is reused instead of re-importing transformers and
+# re-reading the weights in a subprocess (tens of seconds on a busy core).  tests/test_cli.py
+# covers the real `python -m extractguard` process.
 @needs_reviews
 @needs_text_extra
 def test_cli_assess_transfer_on_reviews(tmp_path: Path) -> None:
-    res = run_cli("assess", "--victim", "reviews-logreg", "--attack", "transfer", "--budgets", "50,200", "--out", "rep", cwd=tmp_path)
-    assert res.returncode == 0, res.stderr
-    report = json.loads((tmp_path / "rep" / "report.json").read_text())
+    from typer.testing import CliRunner
+
+    from extractguard.cli import app
+
+    out = tmp_path / "rep"
+    res = CliRunner().invoke(app, ["assess", "--victim", "reviews-logreg", "--attack", "transfer", "--budgets", "50,200", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "transfer" in res.stdout and (out / "report.html").is_file()
+    report = json.loads((out / "report.json").read_text())
     (run,) = report["runs"]
     assert run["attack"] == "transfer" and run["queries"] == 200
     assert [p["queries"] for p in run["points"]] == [50, 200]
@@ -231,6 +227,11 @@ def test_cli_assess_transfer_on_reviews(tmp_path: Path) -> None:
 
 @needs_reviews
 def test_cli_random_attack_on_text_victim_is_one_line_error(tmp_path: Path) -> None:
-    res = run_cli("assess", "--victim", "reviews-logreg", "--attack", "random", "--budgets", "50", cwd=tmp_path)
-    assert res.returncode == 2
-    assert "cannot write text" in res.stderr and "Traceback" not in res.stderr
+    from typer.testing import CliRunner
+
+    from extractguard.cli import app
+
+    res = CliRunner().invoke(app, ["assess", "--victim", "reviews-logreg", "--attack", "random", "--budgets", "50", "--out", str(tmp_path / "r")])
+    assert res.exit_code == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "cannot write text" in lines[0]
