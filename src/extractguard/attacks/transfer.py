@@ -36,7 +36,9 @@ class TransferAttack(Attack):
     surrogate:
         The head: ``auto``/``logreg`` (soft-label logistic regression) or ``mlp``.
     encoder:
-        Name of a bundled sentence encoder (see ``surrogates.text.ENCODERS``).
+        Name of a bundled sentence encoder (see ``surrogates.text.ENCODERS``), or a
+        :class:`SentenceEncoder` to share its embedding cache between runs (benchmarks that
+        attack several victims over the same texts embed each text once).
     strategy:
         ``random`` (Knockoff-style sampling) or ``uncertainty`` (margin-based active learning).
     features:
@@ -53,7 +55,7 @@ class TransferAttack(Attack):
         self,
         pool: np.ndarray,
         surrogate: str = "auto",
-        encoder: str = "all-MiniLM-L6-v2",
+        encoder: str | SentenceEncoder = "all-MiniLM-L6-v2",
         strategy: str = "random",
         features: str = "embedding+tfidf",
         C: float = 100.0,
@@ -77,6 +79,7 @@ class TransferAttack(Attack):
     def params(self) -> dict[str, object]:
         out = super().params()
         out["pool"] = f"{len(self.pool)} texts"
+        out["encoder"] = getattr(self.encoder, "name", self.encoder)
         return out
 
     @property
@@ -91,7 +94,7 @@ class TransferAttack(Attack):
             )
         pool = schema.validate(self.pool, what="attacker pool")
         # Loaded here, before any query, so a missing 'text' extra costs no budget.
-        self.encoder_ = SentenceEncoder(self.encoder)
+        self.encoder_ = self.encoder if isinstance(self.encoder, SentenceEncoder) else SentenceEncoder(self.encoder)
         self._pool = pool
         self._rng = rng
         self._order = rng.permutation(pool.shape[0])
