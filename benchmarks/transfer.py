@@ -10,8 +10,8 @@ oracles and are scored on the victim's held-out probe split (never queried):
 - ``transfer-emb``: the same texts, a head on the frozen embeddings only;
 - ``transfer-unc``: the default head, queries chosen by smallest margin (active learning).
 
-One sentence encoder (and so one embedding cache) is shared by every run: the victims' splits
-are drawn from the same 2,000 texts, so each text is embedded once.  The table shows mean fidelity
+One sentence encoder (and so one embedding cache) is shared by every run: both victims of a seed
+share their pool and probe texts, and each text is embedded once.  The table shows mean fidelity
 ± std over seeds and, per budget, the ratio of the from-scratch copy's disagreement with the
 victim to the transfer copy's (above 1: transfer makes fewer mistakes).
 

@@ -140,12 +140,13 @@ def test_reviews_victim_loads_offline_with_disjoint_splits() -> None:
     from extractguard.victims import build_victim, list_victims
 
     ds = load_dataset("reviews")
-    assert ds.kind == "text" and ds.X.shape == (2000,) and np.bincount(ds.y).tolist() == [1000, 1000]
+    assert ds.kind == "text" and ds.X.shape == (10768,) and np.bincount(ds.y).tolist() == [5384, 5384]
     assert all(isinstance(t, str) and t for t in ds.X)
     victim = build_victim("reviews-logreg", seed=0)
     texts = [set(ds.X[idx]) for idx in (victim.splits.train, victim.splits.pool, victim.splits.test)]
     assert not (texts[0] & texts[1]) and not (texts[0] & texts[2]) and not (texts[1] & texts[2])
-    assert 0.6 < victim.test_accuracy < 1.0
+    assert victim.splits.sizes() == {"train": 9568, "pool": 800, "test": 400}
+    assert 0.7 < victim.test_accuracy < 1.0
     assert victim.schema.is_text and "reviews-logreg" in list_victims() and "reviews-cnn" not in list_victims()
     with pytest.raises(ConfigurationError, match="text dataset"):
         build_victim("reviews-tree")

