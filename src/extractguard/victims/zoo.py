@@ -21,7 +21,7 @@ from extractguard.oracle import Oracle, OutputSpec, SklearnTarget, Target, Torch
 from extractguard.oracle.schema import InputSchema
 from extractguard.surrogates.torch_models import Standardize, TorchClassifier, build_network
 
-ARCHITECTURES: tuple[str, ...] = ("logreg", "tree", "mlp", "cnn")
+ARCHITECTURES: tuple[str, ...] = ("logreg", "tree", "mlp", "cnn", "mlp4", "mlp8")
 #: Architectures for text datasets (TF-IDF features in front of the classifier).
 TEXT_ARCHITECTURES: tuple[str, ...] = ("logreg", "mlp")
 TEXT_DATASETS: tuple[str, ...] = ("reviews",)
@@ -35,7 +35,12 @@ ZOO_VERSION = 1
 _TORCH_RECIPES: dict[str, dict[str, Any]] = {
     "mlp": {"hidden": (64,), "epochs": 60, "min_steps": 600, "max_steps": 3000},
     "cnn": {"hidden": (128,), "epochs": 30, "min_steps": 600, "max_steps": 2000},
+    # Narrow one-hidden-layer ReLU nets served in float64: the victims of functionally
+    # equivalent extraction (Jagielski et al. 2020), which needs exact piecewise-linear logits.
+    "mlp4": {"hidden": (4,), "epochs": 60, "min_steps": 600, "max_steps": 3000},
+    "mlp8": {"hidden": (8,), "epochs": 60, "min_steps": 600, "max_steps": 3000},
 }
+_FLOAT64_ARCHS = ("mlp4", "mlp8")
 
 
 @dataclass
@@ -100,14 +105,15 @@ def _torch_victim(
     import torch
 
     recipe = _TORCH_RECIPES[arch]
-    clf = TorchClassifier(arch, dataset.input_shape, dataset.n_classes, seed=seed, **recipe)  # type: ignore[arg-type]
+    net_arch = "mlp" if arch.startswith("mlp") else arch
+    clf = TorchClassifier(net_arch, dataset.input_shape, dataset.n_classes, seed=seed, **recipe)  # type: ignore[arg-type]
     path = None
     if cache_dir is not None:
         path = cache_dir / "victims" / f"{dataset.name}-{arch}-seed{seed}-v{ZOO_VERSION}.pt"
         if path.is_file():
             try:
                 state = torch.load(path, weights_only=True)
-                net = build_network(arch, dataset.input_shape, dataset.n_classes, recipe["hidden"])  # type: ignore[arg-type]
+                net = build_network(net_arch, dataset.input_shape, dataset.n_classes, recipe["hidden"])  # type: ignore[arg-type]
                 ones = np.ones(dataset.input_shape, np.float32)
                 clf.module_ = torch.nn.Sequential(Standardize(ones * 0, ones), net)
                 clf.module_.load_state_dict(state)
@@ -208,6 +214,8 @@ def build_victim(
     target: Target
     if arch in _TORCH_RECIPES:
         model: Any = _torch_victim(arch, dataset, splits, seed, cache)
+        if arch in _FLOAT64_ARCHS:
+            model.module_.double()
         target = TorchTarget(model.module_, schema, outputs="logits")
     else:
         model = _sklearn_victim(arch, dataset, splits, seed)
