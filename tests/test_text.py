@@ -123,6 +123,21 @@ def test_random_attack_refuses_text_and_knockoff_uses_tfidf(text_target) -> None
     assert oracle.queries_used == 100 and score["fidelity"] >= 0.85
 
 
+@pytest.mark.parametrize("name", sorted(set(ATTACKS) - {"transfer"}))
+def test_every_attack_runs_on_text_or_refuses_before_querying(name: str, text_target) -> None:
+    # transfer is exercised end to end below (it needs the encoder).
+    target, pool, _, _ = text_target
+    oracle = Oracle(target, budget=40)
+    attack = create_attack(name, pool=pool, seed=0) if ATTACKS[name].needs_pool else create_attack(name, seed=0)
+    if not ATTACKS[name].supports_text:
+        with pytest.raises(ConfigurationError, match="cannot write text for a text model"):
+            attack.fit(oracle, budget=40)
+        assert oracle.queries_used == 0
+        return
+    attack.fit(oracle, budget=40)
+    assert oracle.queries_used == 40 and attack.surrogate_.predict_proba(pool[:5]).shape == (5, 2)
+
+
 def test_soft_label_logistic_regression_matches_the_soft_targets() -> None:
     # A constant feature: the best soft-label fit predicts the mean target, 0.7 / 0.3.
     Z = np.ones((20, 1))

@@ -50,6 +50,7 @@ class TransferAttack(Attack):
     name = "transfer"
     paper = "Krishna et al. 2020, Thieves on Sesame Street! Model Extraction of BERT-based APIs (frozen-encoder variant)"
     needs_pool = True
+    supports_text = True
 
     def __init__(
         self,
