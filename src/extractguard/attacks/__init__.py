@@ -11,6 +11,7 @@ from extractguard.attacks.equation_solving import EquationSolving
 from extractguard.attacks.functionally_equivalent import FunctionallyEquivalent
 from extractguard.attacks.knockoff import KnockoffNets
 from extractguard.attacks.lowd_meek import LowdMeek
+from extractguard.attacks.path_finding import PathFinding
 from extractguard.attacks.random_queries import RandomQueries
 from extractguard.attacks.transfer import TransferAttack
 from extractguard.errors import ConfigurationError
@@ -18,7 +19,7 @@ from extractguard.errors import ConfigurationError
 #: Every attack by its CLI name.
 ATTACKS: dict[str, type[Attack]] = {cls.name: cls for cls in (RandomQueries, KnockoffNets)}
 # Exact / analytic attacks (Tramèr 2016, Lowd & Meek 2005, Jagielski 2020).
-ATTACKS.update({cls.name: cls for cls in (EquationSolving, LowdMeek, FunctionallyEquivalent)})
+ATTACKS.update({cls.name: cls for cls in (EquationSolving, LowdMeek, PathFinding, FunctionallyEquivalent)})
 # Transfer learning from a pretrained encoder (text victims).
 ATTACKS.update({cls.name: cls for cls in (TransferAttack,)})
 
@@ -40,5 +41,5 @@ def create_attack(
 
 __all__ = [
     "ATTACKS", "Attack", "Checkpoint", "CheckpointCallback", "EquationSolving", "FunctionallyEquivalent",
-    "KnockoffNets", "LowdMeek", "RandomQueries", "TransferAttack", "create_attack",
+    "KnockoffNets", "LowdMeek", "PathFinding", "RandomQueries", "TransferAttack", "create_attack",
 ]
