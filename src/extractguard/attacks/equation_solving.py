@@ -29,7 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 from scipy.optimize import minimize
 
-from extractguard.attacks.algorithmic import check_output, check_surrogate
+from extractguard.attacks.algorithmic import check_numeric, check_output, check_surrogate
 from extractguard.attacks.base import Attack, CheckpointCallback
 from extractguard.errors import ConfigurationError
 from extractguard.oracle import Answer, Oracle
@@ -91,6 +91,7 @@ class EquationSolving(Attack):
         under-determined system: an honest partial result at the real query count.
         """
         check_output(self.name, oracle, self.outputs)
+        check_numeric(self.name, oracle.schema)
         self._mode = oracle.output.kind
         super().fit(oracle, budget, checkpoints, callback)
         return self

@@ -39,7 +39,9 @@ class PathFinding(AlgorithmicAttack):
     Parameters
     ----------
     eps:
-        Threshold precision as a fraction of each feature's documented range.
+        Threshold precision as a fraction of each feature's documented range.  Fine by default:
+        tree thresholds are midpoints between training values, so natural inputs (a probe row
+        equal to such a midpoint) can sit within 1e-7 of one.
     probes:
         Random points per box checked against its centre (default: twice the free features).
     line_points:
@@ -59,7 +61,7 @@ class PathFinding(AlgorithmicAttack):
 
     def __init__(
         self,
-        eps: float = 1e-6,
+        eps: float = 1e-9,
         probes: int | None = None,
         line_points: int = 4,
         max_depth: int = 40,
