@@ -7,6 +7,8 @@ with code 2 instead of showing a traceback; anything else is a bug in ExtractGua
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class ExtractGuardError(Exception):
     """Base class for errors whose message is meant for the user."""
@@ -33,3 +35,26 @@ class DataLoadError(ExtractGuardError):
 
 class ConfigurationError(ExtractGuardError):
     """Parameters that cannot work together (unknown attack, empty budget ladder, ...)."""
+
+
+class RemoteTargetError(ExtractGuardError):
+    """A remote model API refused, failed or answered something we cannot use."""
+
+
+class AuthorizationError(ExtractGuardError):
+    """A remote target lacks the owner's written permission to be tested, or it has lapsed."""
+
+
+def check_readable_file(path: Path, what: str, error: type[ExtractGuardError]) -> None:
+    """Raise ``error`` naming ``what`` if ``path`` is missing, a directory, unreadable or empty."""
+    if not path.exists():
+        raise error(f"{what} file not found: {path}")
+    if path.is_dir():
+        raise error(f"{what} path is a directory, not a file: {path}")
+    try:
+        with path.open("rb") as fh:
+            empty = not fh.read(1)
+    except OSError as exc:
+        raise error(f"cannot read {what} file {path}: {exc.strerror or exc}") from None
+    if empty:
+        raise error(f"{what} file is empty: {path}")

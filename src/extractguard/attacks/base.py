@@ -132,7 +132,8 @@ class Attack(ABC):
                 t0 = time.perf_counter()
                 answer = oracle.query(X)
                 query_seconds += time.perf_counter() - t0
-                self._observe(np.asarray(X, dtype=np.float64).reshape(len(X), -1), answer)
+                rows = X if oracle.schema.is_text else np.asarray(X, dtype=np.float64).reshape(len(X), -1)
+                self._observe(rows, answer)
                 spent += len(X)
             if spent == 0:
                 raise ConfigurationError(f"{self.name}: the strategy produced no queries")

@@ -75,9 +75,23 @@ def assess(
     seed: Annotated[int, typer.Option(help="Seed for splits, attacks and surrogates.")] = 0,
     price: Annotated[float, typer.Option(help="Price per query, for cost accounting.")] = 0.0,
     out: Annotated[Path, typer.Option(help="Directory for report.json and report.html.")] = Path("extractguard-report"),
+    target: Annotated[Optional[Path], typer.Option("--target", help="Remote model API described by a target.yaml (see docs/remote.md).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="With --target: continue the campaign in the target's transcript, replaying paid answers.")] = False,
 ) -> None:
     """Run extraction attacks at a ladder of budgets and report fidelity vs queries."""
     import numpy as np
+
+    if target is not None:
+        from extractguard.cli.remote import assess_remote
+
+        if model is not None or attacker_data is not None or probe_data is not None:
+            raise ConfigurationError("--target takes its model, attacker data and probe data from target.yaml; drop --model/--attacker-data/--probe-data")
+        if output != "probabilities" or price != 0.0:
+            raise ConfigurationError("with --target, the output mode and price come from target.yaml (output:, price_per_query:)")
+
+        return assess_remote(target, attack, budgets, surrogate, seed, resume, out, console)
+    if resume:
+        raise ConfigurationError("--resume only applies to remote campaigns (--target target.yaml)")
 
     from extractguard.attacks import ATTACKS, create_attack
     from extractguard.data.files import load_table
@@ -148,7 +162,9 @@ def assess(
         table.add_column(str(b), justify="right")
     table.add_column("queries used", justify="right")
     for run in result.runs:
-        table.add_row(run.attack, *[f"{p.fidelity:.3f}" for p in run.points], str(run.queries))
+        # Align by budget: analytic attacks report no copy at budgets below their real query count.
+        by_budget = {p.budget: f"{p.fidelity:.3f}" for p in run.points}
+        table.add_row(run.attack, *[by_budget.get(b, "-") for b in ladder], str(run.queries))
     console.print(table)
     if result.victim_probe_accuracy is not None:
         console.print(f"victim accuracy on the probe set: {result.victim_probe_accuracy:.3f}")
@@ -193,6 +209,11 @@ def list_victims_cmd() -> None:
 def version() -> None:
     """Print the version."""
     console.print(f"extractguard {__version__}")
+
+
+from extractguard.cli.gateway import register as _register_gateway  # noqa: E402
+
+_register_gateway(app)  # serve, keys, audit
 
 
 def main(argv: list[str] | None = None) -> None:

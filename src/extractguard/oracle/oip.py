@@ -40,9 +40,20 @@ def _tensor(name: str, arr: np.ndarray, datatype: str) -> dict[str, Any]:
     return {"name": name, "shape": list(arr.shape), "datatype": datatype, "data": arr.reshape(-1).tolist()}
 
 
-def encode_request(X: np.ndarray, input_name: str = "input", request_id: str | None = None) -> dict[str, Any]:
-    """Client side: a batch of flat float rows as an inference request body."""
+def encode_request(
+    X: np.ndarray,
+    input_name: str = "input",
+    request_id: str | None = None,
+    input_shape: tuple[int, ...] | None = None,
+) -> dict[str, Any]:
+    """Client side: a batch of flat float rows as an inference request body.
+
+    With ``input_shape`` (e.g. ``(1, 28, 28)``) the tensor is declared as ``[n, *input_shape]``,
+    which servers such as Triton need for image models; the data stays row-major either way.
+    """
     arr = np.asarray(X, dtype=np.float64)
+    if input_shape is not None:
+        arr = arr.reshape(arr.shape[0], *input_shape)
     body: dict[str, Any] = {"inputs": [_tensor(input_name, arr, "FP64")]}
     if request_id is not None:
         body["id"] = request_id

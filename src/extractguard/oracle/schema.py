@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from math import prod
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -23,6 +23,10 @@ class InputSchema:
     that care, such as image augmentations) how to reshape a row, e.g. ``(1, 28, 28)``.
     ``low``/``high`` are the documented bounds per feature, used by attacks that synthesise
     queries and by the oracle to reject out-of-domain rows when ``enforce_bounds`` is set.
+
+    ``kind="text"`` describes a model whose input is one string (``input_shape=(1,)``): a batch
+    is then a 1-D object array of ``str``, one string per query, and ``max_length`` (characters)
+    is the documented limit a text API enforces.  Bounds do not apply to text.
     """
 
     input_shape: tuple[int, ...]
@@ -32,8 +36,17 @@ class InputSchema:
     class_names: tuple[str, ...] | None = None
     enforce_bounds: bool = False
     feature_names: tuple[str, ...] | None = field(default=None, compare=False)
+    kind: Literal["numeric", "text"] = "numeric"
+    max_length: int = 10_000
 
     def __post_init__(self) -> None:
+        if self.kind not in ("numeric", "text"):
+            raise InputValidationError(f"input kind must be 'numeric' or 'text', got {self.kind!r}")
+        if self.kind == "text":
+            if tuple(int(s) for s in self.input_shape) != (1,):
+                raise InputValidationError(f"a text input is one string: input shape must be (1,), got {self.input_shape}")
+            if int(self.max_length) <= 0:
+                raise InputValidationError(f"max_length must be a positive number of characters, got {self.max_length}")
         if not self.input_shape or any(int(s) <= 0 for s in self.input_shape):
             raise InputValidationError(f"input shape must be positive integers, got {self.input_shape}")
         if self.n_classes < 2:
@@ -56,7 +69,42 @@ class InputSchema:
     @property
     def is_image(self) -> bool:
         """True for (C, H, W) or (H, W) inputs, where convolutional surrogates make sense."""
-        return len(self.input_shape) in (2, 3) and min(self.input_shape[-2:]) >= 4
+        return self.kind == "numeric" and len(self.input_shape) in (2, 3) and min(self.input_shape[-2:]) >= 4
+
+    @property
+    def is_text(self) -> bool:
+        """True when one input is a string rather than a numeric row."""
+        return self.kind == "text"
+
+    def _validate_text(self, X: Any, what: str) -> np.ndarray:
+        # One string is one query; a 2-D (n, 1) column (e.g. read from a CSV) is flattened.
+        if isinstance(X, str):
+            X = [X]
+        if isinstance(X, np.ndarray) and X.ndim == 2 and X.shape[1] == 1:
+            X = X[:, 0]
+        if isinstance(X, np.ndarray):
+            if X.ndim != 1:
+                raise InputValidationError(f"{what} must be a list of strings (one per query), got an array of shape {X.shape}")
+            items = X.tolist()
+        else:
+            try:
+                items = list(X)
+            except TypeError:
+                raise InputValidationError(f"{what} must be a list of strings, got {type(X).__name__}") from None
+        if not items:
+            raise InputValidationError(f"{what} is empty: send at least one text")
+        for i, item in enumerate(items):
+            if not isinstance(item, str):
+                raise InputValidationError(
+                    f"{what} must contain only strings; item {i} is {type(item).__name__} ({str(item)[:40]!r})"
+                )
+            if len(item) > self.max_length:
+                raise InputValidationError(
+                    f"{what}: text {i} has {len(item)} characters, more than the documented limit of {self.max_length}"
+                )
+        out = np.empty(len(items), dtype=object)
+        out[:] = items
+        return out
 
     def validate(self, X: Any, *, what: str = "input") -> np.ndarray:
         """Return ``X`` as a float64 array of shape (n, n_features), or raise a clear error.
@@ -66,7 +114,12 @@ class InputSchema:
 
         Accepts flat rows or rows already in ``input_shape``; rejects wrong widths, NaN/inf,
         empty batches and, when ``enforce_bounds`` is set, values outside ``[low, high]``.
+
+        For a text schema it returns a 1-D object array of ``str`` instead, rejecting non-strings,
+        empty batches and texts longer than ``max_length``.
         """
+        if self.kind == "text":
+            return self._validate_text(X, what)
         try:
             arr = np.asarray(X, dtype=np.float64)
         except (TypeError, ValueError) as exc:
@@ -105,6 +158,14 @@ class InputSchema:
         low = np.asarray(self.low)
         high = np.asarray(self.high)
         uniform = bool(np.all(low == low[0]) and np.all(high == high[0]))
+        if self.kind == "text":
+            return {
+                "kind": "text",
+                "input_shape": list(self.input_shape),
+                "n_classes": self.n_classes,
+                "max_length": self.max_length,
+                "class_names": list(self.class_names) if self.class_names else None,
+            }
         return {
             "input_shape": list(self.input_shape),
             "n_features": self.n_features,

@@ -32,6 +32,16 @@ def make_surrogate(kind: str, schema: InputSchema, seed: int = 0) -> Surrogate:
     cross-validation on the transcript at fit time (see :mod:`.selection`); ``mlp-256x128``
     names an MLP with explicit hidden widths.
     """
+    if schema.is_text:
+        # Text students need a featuriser; the from-scratch one is TF-IDF (surrogates/text.py).
+        if kind not in ("auto", "linear"):
+            raise ConfigurationError(
+                f"surrogate {kind!r} takes numeric rows; for text models use auto (TF-IDF + logistic regression) "
+                "or the transfer attack"
+            )
+        from extractguard.surrogates.text import TfidfSurrogate
+
+        return TfidfSurrogate(schema.n_classes, seed=seed)
     if kind == "select":
         return SelectedSurrogate(schema, seed=seed)
     if kind.startswith("mlp-"):

@@ -8,6 +8,7 @@ held-out ``test`` split that no attack ever queries.
 from __future__ import annotations
 
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,10 @@ from extractguard.oracle import Oracle, OutputSpec, SklearnTarget, Target, Torch
 from extractguard.oracle.schema import InputSchema
 from extractguard.surrogates.torch_models import Standardize, TorchClassifier, build_network
 
-ARCHITECTURES: tuple[str, ...] = ("logreg", "tree", "mlp", "cnn")
+ARCHITECTURES: tuple[str, ...] = ("logreg", "tree", "mlp", "cnn", "mlp4", "mlp8")
+#: Architectures for text datasets (TF-IDF features in front of the classifier).
+TEXT_ARCHITECTURES: tuple[str, ...] = ("logreg", "mlp")
+TEXT_DATASETS: tuple[str, ...] = ("reviews",)
 DEFAULT_VICTIM = "mnist-cnn"
 #: Bump when training recipes change, so stale cached weights are not reused.
 ZOO_VERSION = 1
@@ -28,7 +32,12 @@ ZOO_VERSION = 1
 _TORCH_RECIPES: dict[str, dict[str, Any]] = {
     "mlp": {"hidden": (64,), "epochs": 60, "min_steps": 600, "max_steps": 3000},
     "cnn": {"hidden": (128,), "epochs": 30, "min_steps": 600, "max_steps": 2000},
+    # Narrow one-hidden-layer ReLU nets served in float64: the victims of functionally
+    # equivalent extraction (Jagielski et al. 2020), which needs exact piecewise-linear logits.
+    "mlp4": {"hidden": (4,), "epochs": 60, "min_steps": 600, "max_steps": 3000},
+    "mlp8": {"hidden": (8,), "epochs": 60, "min_steps": 600, "max_steps": 3000},
 }
+_FLOAT64_ARCHS = ("mlp4", "mlp8")
 
 
 @dataclass
@@ -93,20 +102,21 @@ def _torch_victim(
     import torch
 
     recipe = _TORCH_RECIPES[arch]
-    clf = TorchClassifier(arch, dataset.input_shape, dataset.n_classes, seed=seed, **recipe)  # type: ignore[arg-type]
+    net_arch = "mlp" if arch.startswith("mlp") else arch
+    clf = TorchClassifier(net_arch, dataset.input_shape, dataset.n_classes, seed=seed, **recipe)  # type: ignore[arg-type]
     path = None
     if cache_dir is not None:
         path = cache_dir / "victims" / f"{dataset.name}-{arch}-seed{seed}-v{ZOO_VERSION}.pt"
         if path.is_file():
             try:
                 state = torch.load(path, weights_only=True)
-                net = build_network(arch, dataset.input_shape, dataset.n_classes, recipe["hidden"])  # type: ignore[arg-type]
+                net = build_network(net_arch, dataset.input_shape, dataset.n_classes, recipe["hidden"])  # type: ignore[arg-type]
                 ones = np.ones(dataset.input_shape, np.float32)
                 clf.module_ = torch.nn.Sequential(Standardize(ones * 0, ones), net)
                 clf.module_.load_state_dict(state)
                 clf.module_.eval()
                 return clf
-            except (RuntimeError, OSError, KeyError, ValueError):
+            except (RuntimeError, OSError, KeyError, ValueError, EOFError, pickle.UnpicklingError):
                 pass  # corrupt or stale cache: retrain below and overwrite it
     clf.fit(dataset.X[splits.train], dataset.y[splits.train])
     if path is not None:
@@ -131,6 +141,33 @@ def _sklearn_victim(arch: str, dataset: Dataset, splits: Splits, seed: int) -> A
     return model.fit(dataset.X[splits.train], dataset.y[splits.train])
 
 
+def _text_victim(arch: str, dataset: Dataset, splits: Splits, seed: int) -> Any:
+    """TF-IDF features (word 1-2 grams) feeding a classifier: the classic text pipeline
+    (e.g. Wang & Manning 2012 for sentiment), served as one scikit-learn ``Pipeline`` that takes
+    raw strings, so :class:`SklearnTarget` answers text queries unchanged."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+
+    if arch not in TEXT_ARCHITECTURES:
+        raise ConfigurationError(
+            f"{dataset.name} is a text dataset; its victims are {', '.join(TEXT_ARCHITECTURES)} on TF-IDF features"
+        )
+    tfidf = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
+    if arch == "logreg":
+        clf: Any = LogisticRegression(C=10.0, max_iter=2000, random_state=seed)
+    else:
+        clf = MLPClassifier(hidden_layer_sizes=(64,), alpha=1e-3, max_iter=60, random_state=seed)
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # the MLP's fixed epoch budget is deliberate
+        return make_pipeline(tfidf, clf).fit(dataset.X[splits.train], dataset.y[splits.train])
+
+
 def build_victim(
     name: str = DEFAULT_VICTIM, seed: int = 0, cache_dir: Path | str | None = "default"
 ) -> Victim:
@@ -142,6 +179,15 @@ def build_victim(
     """
     ds_name, arch = parse_victim_name(name)
     dataset = load_dataset(ds_name)
+    if dataset.kind == "text":
+        splits = split_dataset(dataset, seed=seed)
+        model_t = _text_victim(arch, dataset, splits, seed)
+        target_t = SklearnTarget(model_t, dataset.schema())
+        accs = [
+            float(np.mean(target_t.predict(dataset.X[idx]).probabilities.argmax(1) == dataset.y[idx]))
+            for idx in (splits.train, splits.test)
+        ]
+        return Victim(f"{dataset.name}-{arch}", dataset, arch, seed, splits, model_t, target_t, *accs)
     if arch == "cnn" and len(dataset.input_shape) < 2:
         raise ConfigurationError(f"a CNN victim needs an image dataset; {dataset.name} is tabular")
     splits = split_dataset(dataset, seed=seed)
@@ -150,6 +196,8 @@ def build_victim(
     target: Target
     if arch in _TORCH_RECIPES:
         model: Any = _torch_victim(arch, dataset, splits, seed, cache)
+        if arch in _FLOAT64_ARCHS:
+            model.module_.double()
         target = TorchTarget(model.module_, schema, outputs="logits")
     else:
         model = _sklearn_victim(arch, dataset, splits, seed)
@@ -167,6 +215,8 @@ def list_victims() -> list[str]:
     for ds in DATASETS:
         for arch in ARCHITECTURES:
             if arch == "cnn" and ds not in ("mnist", "digits"):
+                continue
+            if ds in TEXT_DATASETS and arch not in TEXT_ARCHITECTURES:
                 continue
             names.append(f"{ds}-{arch}")
     return names

@@ -1,0 +1,103 @@
+"""Rate limits, quotas and spend caps, all counted in input rows, on the ``limits`` library.
+
+Extraction cost is measured in queries, and one query is one input row (the project's budget
+contract), so every limit is charged ``cost = rows in the batch``: sending 100 rows in one request
+spends exactly what 100 single-row requests spend.
+
+Limits are checked first and charged only when all of them pass, so a refused request costs
+nothing (a caller who overshoots a monthly quota by one batch does not lose the rest of it).
+Between the check and the charge another replica may spend the same headroom; the charge still
+reports it and the request is refused, so at worst a concurrent burst is refused slightly early.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+from limits import RateLimitItem, parse
+from limits.storage import Storage, storage_from_string
+from limits.strategies import FixedWindowRateLimiter
+
+from extractguard.errors import ConfigurationError
+from extractguard.gateway import storage as _sqlite_storage  # noqa: F401  (registers sqlite://)
+from extractguard.gateway.config import GatewayConfig
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a request was refused and when trying again can succeed."""
+
+    scope: str  # "key", "ip", "global", "quota", "spend"
+    limit: str
+    retry_after: int
+
+
+@dataclass(frozen=True)
+class _Rule:
+    scope: str
+    item: RateLimitItem
+    text: str
+
+
+def _rows_for_spend(cap: float, price: float) -> int:
+    return max(0, int(math.floor(cap / price + 1e-9)))
+
+
+class RateLimits:
+    """Every limit of a gateway, on one ``limits`` storage chosen by URI."""
+
+    def __init__(self, config: GatewayConfig, storage: Storage | None = None) -> None:
+        try:
+            self.storage = storage or storage_from_string(config.storage_uri)
+        except Exception as exc:  # limits raises ConfigurationError/ImportError per backend
+            raise ConfigurationError(f"cannot open rate-limit storage {config.storage_uri!r}: {exc}") from None
+        self.limiter = FixedWindowRateLimiter(self.storage)
+        self._global = [_Rule("global", parse(t), t) for t in config.global_limits]
+        self._ip = [_Rule("ip", parse(t), t) for t in config.ip_limits]
+        self._tier: dict[str, list[_Rule]] = {}
+        for name, tier in config.tiers.items():
+            rules = [_Rule("key", parse(t), t) for t in tier.limits]
+            if tier.quota:
+                rules.append(_Rule("quota", parse(tier.quota), tier.quota))
+            if tier.spend_cap is not None:
+                n = _rows_for_spend(tier.spend_cap, tier.price_per_row)
+                text = f"{n}/month"
+                rules.append(_Rule("spend", parse(text), f"spend cap {tier.spend_cap:g} at {tier.price_per_row:g}/row"))
+            self._tier[name] = rules
+
+    def _rules(self, key_id: str, account: str, tier: str, ip: str) -> list[tuple[_Rule, tuple[str, ...]]]:
+        out: list[tuple[_Rule, tuple[str, ...]]] = [(r, ("global",)) for r in self._global]
+        out += [(r, ("ip", ip)) for r in self._ip]
+        # Speed limits are per key; quotas and spend caps belong to the account (all its keys),
+        # so a second key does not double what an account may take in a month.
+        for r in self._tier.get(tier, []):
+            out.append((r, ("key", key_id) if r.scope == "key" else (r.scope, "account", account)))
+        return out
+
+    def _refusal(self, rule: _Rule, ids: tuple[str, ...], rows: int) -> Refusal:
+        if rows > rule.item.amount:
+            # No wait helps: the batch alone is bigger than the whole window.
+            return Refusal(rule.scope, rule.text, int(rule.item.get_expiry()))
+        reset = self.limiter.get_window_stats(rule.item, *ids).reset_time
+        return Refusal(rule.scope, rule.text, max(1, math.ceil(reset - time.time())))
+
+    def charge(self, key_id: str, account: str, tier: str, ip: str, rows: int) -> Refusal | None:
+        """Charge ``rows`` to every applicable limit, or refuse (charging nothing) and say why."""
+        rules = self._rules(key_id, account, tier, ip)
+        for rule, ids in rules:
+            if not self.limiter.test(rule.item, *ids, cost=rows):
+                return self._refusal(rule, ids, rows)
+        for rule, ids in rules:
+            if not self.limiter.hit(rule.item, *ids, cost=rows):
+                return self._refusal(rule, ids, rows)
+        return None
+
+    def remaining(self, key_id: str, account: str, tier: str) -> dict[str, int]:
+        """Rows left per key/account limit."""
+        out: dict[str, int] = {}
+        for rule, ids in self._rules(key_id, account, tier, ""):
+            if rule.scope in ("key", "quota", "spend"):
+                out[rule.text] = self.limiter.get_window_stats(rule.item, *ids).remaining
+        return out

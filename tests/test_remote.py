@@ -1,0 +1,360 @@
+"""Remote targets against a real local HTTP server (uvicorn on 127.0.0.1, see tests/servers.py).
+
+Covers the campaign contract: a SIGKILLed campaign resumed with --resume pays exactly its budget
+(server-side count) and reaches the same fidelity as an uninterrupted one; throttling (429 with
+Retry-After) and 500s lose no query and no retry goes out before Retry-After; 401 and a missing
+authorization statement stop with one line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from extractguard.cli import app
+from extractguard.errors import (
+    AuthorizationError,
+    BudgetExceededError,
+    ConfigurationError,
+    RemoteTargetError,
+)
+from extractguard.evaluate.campaign import run_campaign
+from extractguard.oracle import Oracle
+from extractguard.oracle.remote import RemoteOracle, RemoteTarget, parse_retry_after
+from extractguard.oracle.target_config import load_target_config, parse_target_config
+from extractguard.oracle.transcript import SqliteTranscript
+from extractguard.victims import build_victim
+
+sys.path.insert(0, str(Path(__file__).parent))
+from servers import ModelServer  # noqa: E402
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+AUTH = {"statement": "We own the digits-logreg test model and authorise extraction tests.", "owner": "EG tests"}
+PROBE_ROWS = 120
+
+
+@pytest.fixture(scope="module")
+def victim() -> Any:
+    return build_victim("digits-logreg", seed=0)
+
+
+@pytest.fixture(scope="module")
+def data_dir(victim: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("remote-data")
+    X, y = victim.probe()
+    np.savez(d / "probe.npz", X=X[:PROBE_ROWS], y=y[:PROBE_ROWS])
+    np.save(d / "pool.npy", victim.pool())
+    return d
+
+
+def config_dict(url: str, data_dir: Path, transcript: Path, **over: Any) -> dict[str, Any]:
+    cfg: dict[str, Any] = {
+        "url": url,
+        "protocol": "oip",
+        "model": "victim",
+        "keys": ["key-1"],
+        "schema": {"input_shape": [1, 8, 8], "n_classes": 10, "low": 0, "high": 16},
+        "output": "probabilities",
+        "max_rows_per_request": 20,
+        "concurrency": 4,
+        "backoff": 0.05,
+        "transcript": str(transcript),
+        "probe_data": str(data_dir / "probe.npz"),
+        "attacker_data": str(data_dir / "pool.npy"),
+        "authorization": AUTH,
+    }
+    cfg.update(over)
+    return cfg
+
+
+def write_config(path: Path, cfg: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    return path
+
+
+def cli_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(SRC) + os.pathsep + env.get("PYTHONPATH", "")
+    env["OMP_NUM_THREADS"] = "1"
+    env["COLUMNS"] = "160"
+    return env
+
+
+def cli_args(target: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "extractguard", "assess", "--target", str(target), "--attack", "knockoff",
+            "--budgets", "100,300", "--surrogate", "linear", "--seed", "3", "--out", str(out), *extra]
+
+
+def fidelities(report_dir: Path) -> list[float]:
+    data = json.loads((report_dir / "report.json").read_text())
+    return [p["fidelity"] for run in data["runs"] for p in run["points"]]
+
+
+# -- the must-show campaigns --------------------------------------------------------------------
+
+
+def test_sigkilled_campaign_resumes_paying_exactly_its_budget(victim: Any, data_dir: Path, tmp_path: Path) -> None:
+    budget = 300
+    # Uninterrupted reference run with the same seed and settings (in-process: the CLI is a thin
+    # wrapper over run_campaign, and this saves a slow interpreter start).
+    with ModelServer(victim.target) as ref_srv:
+        ref_cfg = parse_target_config(config_dict(ref_srv.url, data_dir, tmp_path / "ref.sqlite"))
+        reference = run_campaign(ref_cfg, ["knockoff"], [100, 300], seed=3, surrogate="linear")
+        assert ref_srv.counts.paid_rows == budget + PROBE_ROWS
+
+    # Same campaign, killed with SIGKILL part-way through the attack's budget, then resumed.
+    with ModelServer(victim.target, delay=0.1) as srv:
+        cfg = write_config(tmp_path / "t.yaml", config_dict(srv.url, data_dir, tmp_path / "t.sqlite", concurrency=1))
+        proc = subprocess.Popen(cli_args(cfg, tmp_path / "report"), env=cli_env(),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 240
+            while srv.counts.paid_rows < PROBE_ROWS + 120 and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.02)
+            os.kill(proc.pid, signal.SIGKILL)
+        finally:
+            proc.wait(timeout=30)
+        assert proc.returncode == -signal.SIGKILL
+        paid_at_kill = srv.counts.paid_rows
+        assert PROBE_ROWS + 120 <= paid_at_kill < PROBE_ROWS + budget, "the kill must land mid-campaign"
+
+        resumed = subprocess.run(cli_args(cfg, tmp_path / "report", "--resume"), env=cli_env(),
+                                 capture_output=True, text=True, timeout=300)
+        assert resumed.returncode == 0, resumed.stderr
+        # Exactly the budget plus the probe answers were paid, across both sessions.
+        assert srv.counts.paid_rows == budget + PROBE_ROWS
+        # Rows recomputed by the server at most once per request in flight at the kill
+        # (answered but not yet committed); those carried an Idempotency-Key and were not billed.
+        assert srv.counts.rows_answered - srv.counts.paid_rows <= 20
+        assert "replayed" in resumed.stdout
+
+    assert fidelities(tmp_path / "report") == [p.fidelity for p in reference.runs[0].points]
+    with SqliteTranscript(tmp_path / "t.sqlite") as store:
+        assert store.paid_rows(purpose="attack") == budget
+        assert store.paid_rows(purpose="evaluation") == PROBE_ROWS
+        sessions = store.sessions()
+    assert [s["resumed"] for s in sessions] == [False, True]
+    assert all(s["authorization"]["statement"] == AUTH["statement"] for s in sessions)
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["target"]["authorization"]["statement"] == AUTH["statement"]
+    assert report["target"]["evaluation_queries"]["rows"] == PROBE_ROWS
+    assert report["target"]["paid_queries"]["attack"] == {"knockoff": budget}
+    assert report["runs"][0]["queries"] == budget
+
+
+def test_throttled_campaign_loses_nothing_and_honours_retry_after(victim: Any, data_dir: Path, tmp_path: Path) -> None:
+    with ModelServer(victim.target, throttle=0.3, retry_after=1, seed=1) as srv:
+        cfg = parse_target_config(config_dict(srv.url, data_dir, tmp_path / "t.sqlite"))
+        result = run_campaign(cfg, ["random"], [100, 200], seed=0, surrogate="linear")
+        counts = srv.counts
+    assert counts.throttled >= 3  # ~30% of ~16 requests
+    assert counts.violations == [], f"retries sent before Retry-After: {counts.violations}"
+    assert counts.rows_answered == counts.paid_rows == 200 + PROBE_ROWS  # nothing lost, nothing paid twice
+    assert result.runs[0].queries == 200
+    assert result.target["transcript"]["this_session"]["throttled"] == counts.throttled
+    # Every stored answer is the model's real answer for exactly the rows stored with it.
+    with SqliteTranscript(tmp_path / "t.sqlite") as store:
+        rows = store.rows("attack:random")
+        assert rows.shape == (200, 64)
+        stored = np.concatenate([store.lookup("attack:random", c, p)[1].scores  # type: ignore[index]
+                                 for c in range(2) for p in range(5)])
+    np.testing.assert_allclose(stored, victim.target.predict(rows).probabilities, rtol=0, atol=1e-12)
+
+
+def test_intermittent_500s_are_retried(victim: Any, data_dir: Path, tmp_path: Path) -> None:
+    with ModelServer(victim.target, fail=0.3, seed=2) as srv:
+        cfg = parse_target_config(config_dict(srv.url, data_dir, tmp_path / "t.sqlite"))
+        result = run_campaign(cfg, ["random"], [100], seed=0, surrogate="linear")
+        counts = srv.counts
+    assert counts.failed >= 2
+    assert counts.paid_rows == counts.rows_answered == 100 + PROBE_ROWS
+    assert result.target["transcript"]["this_session"]["server_errors"] == counts.failed
+
+
+def test_retries_exhausted_stop_with_a_resumable_error(victim: Any, data_dir: Path, tmp_path: Path) -> None:
+    with ModelServer(victim.target, fail=1.0) as srv:
+        cfg = parse_target_config(config_dict(srv.url, data_dir, tmp_path / "t.sqlite", retries=2))
+        with pytest.raises(RemoteTargetError, match="after 3 attempts.*--resume") as err:
+            run_campaign(cfg, ["random"], [50], surrogate="linear")
+    assert "\n" not in str(err.value)
+
+
+def test_unauthorized_endpoint_stops_the_campaign(victim: Any, data_dir: Path, tmp_path: Path) -> None:
+    with ModelServer(victim.target, deny_all=True) as srv:
+        target = write_config(tmp_path / "t.yaml", config_dict(srv.url, data_dir, tmp_path / "t.sqlite"))
+        res = CliRunner().invoke(app, ["assess", "--target", str(target), "--attack", "random", "--budgets", "50",
+                                       "--out", str(tmp_path / "r")])
+        assert res.exit_code == 2
+        assert "HTTP 401" in res.output and "API key #1 of 1" in res.output
+        assert srv.counts.unauthorized == srv.counts.requests <= 4  # one per request in flight, no retries
+        assert srv.counts.rows_answered == 0
+
+
+def test_target_without_authorization_is_refused(victim: Any, data_dir: Path, tmp_path: Path) -> None:
+    with ModelServer(victim.target) as srv:
+        cfg = config_dict(srv.url, data_dir, tmp_path / "t.sqlite")
+        del cfg["authorization"]
+        target = write_config(tmp_path / "t.yaml", cfg)
+        res = CliRunner().invoke(app, ["assess", "--target", str(target)])
+        assert res.exit_code == 2
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error:") and "authorization" in lines[0]
+        assert res.stdout == "" and res.exception is None or isinstance(res.exception, SystemExit)
+        assert srv.counts.requests == 0
+        assert not (tmp_path / "t.sqlite").exists()
+
+
+@pytest.mark.parametrize(
+    "auth, message",
+    [
+        ({"statement": "   ", "owner": "x"}, "authorization.statement"),
+        ({"statement": "We own it and may test it.", "owner": ""}, "authorization.owner"),
+        ({"owner": "x"}, "authorization.statement"),
+        ({"statement": "We own it and may test it.", "owner": "x", "expires": "2001-01-01"}, "expired on 2001-01-01"),
+    ],
+)
+def test_blank_or_expired_authorization_is_refused(data_dir: Path, tmp_path: Path, auth: dict[str, str],
+                                                    message: str) -> None:
+    cfg = config_dict("http://127.0.0.1:9", data_dir, tmp_path / "t.sqlite", authorization=auth)
+    with pytest.raises((ConfigurationError, AuthorizationError), match=message):
+        run_campaign(parse_target_config(cfg), ["random"], [10])
+
+
+# -- configuration ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"url": "ftp://host"}, "url: must start with http"),
+        ({"protocol": "grpc"}, "protocol"),
+        ({"model": None}, "needs 'model'"),
+        ({"output": "top-zero"}, "unknown output mode"),
+        ({"concurrency": 0}, "concurrency"),
+        ({"colour": "red"}, "colour"),
+        ({"protocol": "json"}, "needs a 'json' block"),
+        ({"json": {"request": {"x": 1}, "scores_path": "a"}, "protocol": "json"}, "placeholder"),
+        ({"json": {"request": "{{rows}}", "scores_path": "a[["}, "protocol": "json"}, "JMESPath"),
+        ({"schema": {"input_shape": [64]}}, "schema.n_classes"),
+    ],
+)
+def test_config_errors_are_one_line(data_dir: Path, tmp_path: Path, change: dict[str, Any], message: str) -> None:
+    cfg = config_dict("http://127.0.0.1:9", data_dir, tmp_path / "t.sqlite")
+    cfg.update(change)
+    with pytest.raises(ConfigurationError, match=message) as err:
+        parse_target_config(cfg)
+    assert "\n" not in str(err.value)
+
+
+def test_yaml_paths_resolve_and_keys_come_from_env(data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = config_dict("http://127.0.0.1:9", data_dir, Path("runs/t.sqlite"), keys=[], key_env=["EG_TEST_KEY"])
+    path = write_config(tmp_path / "target.yaml", cfg)
+    loaded = load_target_config(path)
+    assert loaded.transcript_path == tmp_path / "runs" / "t.sqlite"
+    with pytest.raises(ConfigurationError, match="EG_TEST_KEY"):
+        loaded.api_keys()
+    monkeypatch.setenv("EG_TEST_KEY", "secret")
+    assert loaded.api_keys() == ["secret"]
+    assert "secret" not in json.dumps(loaded.describe())
+    (tmp_path / "bad.yaml").write_text("url: [unclosed", encoding="utf-8")
+    with pytest.raises(ConfigurationError, match="not valid YAML"):
+        load_target_config(tmp_path / "bad.yaml")
+
+
+def test_example_target_yaml_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    example = Path(__file__).resolve().parents[1] / "examples" / "target.yaml"
+    cfg = load_target_config(example)
+    assert cfg.authorization.owner and cfg.input_schema.n_features == 64
+    monkeypatch.setenv("EXTRACTGUARD_API_KEY", "k")
+    assert cfg.api_keys() == ["k"]
+
+
+# -- protocol details ---------------------------------------------------------------------------
+
+
+def test_generic_json_api_with_x_api_key_and_key_rotation(victim: Any, data_dir: Path, tmp_path: Path) -> None:
+    with ModelServer(victim.target, keys=("a", "b")) as srv:
+        cfg = parse_target_config(config_dict(
+            srv.url + "/json/predict", data_dir, tmp_path / "t.sqlite", protocol="json", model=None,
+            keys=["a", "b"], auth_header="X-API-Key", auth_scheme="",
+            json={"request": {"data": {"instances": "{{rows}}"}},
+                  "scores_path": "result.predictions[*].probs", "label_path": "result.predictions[*].class"},
+        ))
+        target = RemoteTarget(cfg)
+        X = victim.probe()[0][:50].astype(np.float64)  # float32 rows would be computed in float32
+        answer = target.answer(X)
+        assert srv.counts.by_key == {"a": 2, "b": 1}  # 3 requests of <= 20 rows, keys in turn
+    np.testing.assert_allclose(answer.scores, victim.target.predict(X).probabilities, atol=1e-12)
+    assert np.array_equal(answer.labels, victim.target.predict(X).probabilities.argmax(1))
+
+
+def test_top_k_answers_over_oip(victim: Any, data_dir: Path, tmp_path: Path) -> None:
+    with ModelServer(victim.target, output="top-3") as srv:
+        cfg = parse_target_config(config_dict(srv.url, data_dir, tmp_path / "t.sqlite", output="top-3"))
+        with SqliteTranscript(tmp_path / "t.sqlite") as store:
+            oracle = RemoteOracle(RemoteTarget(cfg), store, "manual", budget=30)
+            X = victim.pool()[:30]
+            answer = oracle.query(X)
+            with pytest.raises(BudgetExceededError):
+                oracle.query(X[:1])
+    p = victim.target.predict(X).probabilities
+    assert answer.top_indices is not None and answer.top_indices.shape == (30, 3)
+    assert np.array_equal(answer.top_indices[:, 0], p.argmax(1))
+    assert srv.counts.paid_rows == 30
+
+
+def test_spend_cap_holds_across_resumes(victim: Any, data_dir: Path, tmp_path: Path) -> None:
+    with ModelServer(victim.target) as srv:
+        cfg = parse_target_config(config_dict(srv.url, data_dir, tmp_path / "t.sqlite", price_per_query=0.01,
+                                              spend_cap=2.0))  # 200 rows: the 120 probe rows + 80
+        with pytest.raises(BudgetExceededError, match="spend cap"):
+            run_campaign(cfg, ["random"], [100], surrogate="linear")
+        paid = srv.counts.paid_rows
+        assert paid <= 200
+        with pytest.raises(BudgetExceededError, match="spend cap"):
+            run_campaign(cfg, ["random"], [100], surrogate="linear", resume=True)
+        assert srv.counts.paid_rows == paid  # the resumed session could send nothing more
+
+
+def test_resume_refuses_changed_settings_and_fresh_run_refuses_old_transcript(
+    victim: Any, data_dir: Path, tmp_path: Path
+) -> None:
+    with ModelServer(victim.target) as srv:
+        cfg = parse_target_config(config_dict(srv.url, data_dir, tmp_path / "t.sqlite"))
+        run_campaign(cfg, ["random"], [40], seed=0, surrogate="linear")
+        with pytest.raises(ConfigurationError, match="--resume"):
+            run_campaign(cfg, ["random"], [40], seed=0, surrogate="linear")
+        with pytest.raises(ConfigurationError, match="seed: was 0, now 1"):
+            run_campaign(cfg, ["random"], [40], seed=1, surrogate="linear", resume=True)
+        before = srv.counts.paid_rows
+        again = run_campaign(cfg, ["random"], [40], seed=0, surrogate="linear", resume=True)
+        assert srv.counts.paid_rows == before
+        assert again.target["transcript"]["this_session"]["rows_replayed"] == 40 + PROBE_ROWS
+
+
+def test_retry_after_parsing() -> None:
+    assert parse_retry_after("3") == 3.0
+    assert parse_retry_after(None) is None and parse_retry_after("soon") is None
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412480.0) == pytest.approx(10.0)
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412490.0) == 0.0
+
+
+def test_local_oracle_can_record_into_sqlite(victim: Any, tmp_path: Path) -> None:
+    with SqliteTranscript(tmp_path / "local.sqlite") as store:
+        oracle = Oracle(victim.target, output="rounded:2", transcript=store)
+        oracle.query(victim.pool()[:7])
+        oracle.query(victim.pool()[7:10])
+        assert store.runs() == {"local": 10}
+        _, second = store.lookup("local", 1, 0)  # type: ignore[misc]
+    assert second.scores is not None and np.allclose(second.scores.sum(1), 1, atol=0.06)
