@@ -115,10 +115,10 @@ def test_pool_attacks_work_in_every_output_mode(digits, probe, name, mode) -> No
 
 @pytest.mark.parametrize("mode", MODES)
 def test_random_queries_work_in_every_output_mode(mode) -> None:
-    """Uniform noise copies a tabular victim (wine) above chance (1/3) in every mode."""
-    wine = build_victim("wine-logreg", seed=0)
-    attack = create_attack("random", surrogate="linear", seed=0).fit(wine.oracle(mode, budget=200))
-    fidelity = ProbeSet.from_target(wine.target, *wine.probe()).score(attack.surrogate_)["fidelity"]
+    """Uniform noise copies a low-dimensional victim (iris) above chance (1/3) in every mode."""
+    iris = build_victim("iris-logreg", seed=0)
+    attack = create_attack("random", surrogate="linear", seed=0).fit(iris.oracle(mode, budget=200))
+    fidelity = ProbeSet.from_target(iris.target, *iris.probe()).score(attack.surrogate_)["fidelity"]
     assert fidelity >= 0.5, f"random in {mode}: fidelity {fidelity:.3f}"
 
 
@@ -258,17 +258,21 @@ def test_select_surrogate_picks_the_family_that_fits_the_transcript() -> None:
     checker = ((X[:, 0] > 0.5) ^ (X[:, 1] > 0.5)).astype(np.int64)  # axis-aligned XOR: a tree's shape
     res = select_surrogate(X, checker, schema, seed=0, candidates=("linear", "tree"))
     assert res.choice == "tree" and res.scores["tree"] > res.scores["linear"] + 0.2 and res.folds == 3
-    oblique = (X[:, 0] + 2 * X[:, 1] > 1.2).astype(np.int64)  # a line: the linear student's shape
-    res = select_surrogate(X, np.eye(2)[oblique], schema, seed=0, candidates=("linear", "tree"))
-    assert res.choice == "linear"
+    # an oblique hyperplane in 40 dimensions: a tree needs many cells, a linear student one plane
+    rng = np.random.default_rng(1)
+    schema40 = InputSchema((40,), 2, low=-1.0, high=1.0)
+    X40 = rng.uniform(-1, 1, size=(300, 40))
+    oblique = (X40 @ rng.normal(size=40) > 0).astype(np.int64)
+    res = select_surrogate(X40, np.eye(2)[oblique], schema40, seed=0, candidates=("linear", "tree"))
+    assert res.choice == "linear" and res.scores["linear"] > res.scores["tree"]
     with pytest.raises(ConfigurationError, match="concrete families"):
         select_surrogate(X, oblique, schema, candidates=("auto",))
 
 
 def test_surrogate_select_in_an_attack_reports_the_winner(digits, probe) -> None:
     assert isinstance(make_surrogate("select", digits.schema), SelectedSurrogate)
-    attack = create_attack("activethief-kcenter", pool=digits.pool(), surrogate="select", seed=0, initial=60, per_round=60)
-    attack.fit(digits.oracle(budget=120))
+    attack = create_attack("knockoff", pool=digits.pool(), surrogate="select", seed=0)
+    attack.fit(digits.oracle(budget=60))
     chosen = attack.params()["surrogate_selected"]
     assert chosen["choice"] in chosen["cv_fidelity"] and chosen["folds"] == 3
     assert chosen["cv_fidelity"][chosen["choice"]] == max(chosen["cv_fidelity"].values())
