@@ -88,8 +88,13 @@ def main() -> None:
         table.add_column("seconds", justify="right")
         for name in attacks:
             sel = [r for r in rows if r["victim"] == victim_name and r["attack"] == name]
-            cells = [f"{np.mean(f):.3f} ± {np.std(f):.3f}" for f in
-                     ([r["fidelity"] for r in sel if r["budget"] == b] for b in budgets)]
+            cells = []
+            for b in budgets:
+                at = [r for r in sel if r["budget"] == b]
+                f = [r["fidelity"] for r in at]
+                used = min(r["queries"] for r in at)
+                # a strategy that ran out of pool rows stops early: say how many queries it used
+                cells.append(f"{np.mean(f):.3f} ± {np.std(f):.3f}" + (f" ({used} q)" if used < b else ""))
             table.add_row(name, *cells, f"{np.mean([r['seconds'] for r in sel if r['budget'] == budgets[-1]]):.0f}")
         console.print(table)
     out = Path(args.out)
