@@ -115,8 +115,13 @@ def learning_attacks() -> list[str]:
     from extractguard.attacks.equation_solving import EquationSolving
 
     analytic = (AlgorithmicAttack, EquationSolving)
-    return [name for name, cls in ATTACKS.items()
-            if (cls.needs_pool or name == "random") and not issubclass(cls, analytic)]
+    learners = {name: cls for name, cls in ATTACKS.items()
+                if (cls.needs_pool or name == "random") and not issubclass(cls, analytic)}
+    # A class that other registered entries specialise (``activethief`` with its default
+    # strategy is ``activethief-entropy``) would only repeat one of them: run the specialised
+    # entries.  Name it in ``--attacks`` to run it anyway.
+    return [name for name, cls in learners.items()
+            if not any(other is not cls and issubclass(other, cls) for other in learners.values())]
 
 
 def ladder_for(victim: Victim, budgets: Sequence[int]) -> list[int]:

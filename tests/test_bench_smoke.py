@@ -62,6 +62,8 @@ def test_default_attacks_are_the_learning_ones_and_refusals_are_not_applicable(b
     assert {"random", "knockoff"} <= set(names) <= set(ATTACKS)
     # Analytic attacks rebuild one model family; they are not compared with ART's learners.
     assert not {"equation-solving", "lowd-meek", "functionally-equivalent"} & set(names)
+    # No entry is a mere umbrella of another one (activethief vs activethief-entropy).
+    assert not [(a, b) for a in names for b in names if a != b and issubclass(ATTACKS[b], ATTACKS[a])]
     if "transfer" not in ATTACKS:
         pytest.skip("no text-only attack registered")
     result = bench.run_benchmark(["wine-mlp"], [10, 20], attacks=["transfer", "knockoff"], art_attacks=[],
