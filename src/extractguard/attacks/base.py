@@ -80,6 +80,9 @@ class Attack(ABC):
             if k.startswith("_") or k.endswith("_"):
                 continue
             out[k] = f"array{tuple(v.shape)}" if isinstance(v, np.ndarray) else v
+        chosen = getattr(getattr(self, "surrogate_", None), "selection_", None)
+        if chosen is not None:  # surrogate="select": say which family won, and why
+            out["surrogate_selected"] = chosen.to_dict()
         return out
 
     # -- the loop -------------------------------------------------------------------------

@@ -24,6 +24,7 @@ def assess_remote(
     from extractguard.errors import ConfigurationError
     from extractguard.evaluate import write_report
     from extractguard.evaluate.campaign import PROBE_RUN, attack_run_name, campaign_budgets, run_campaign
+    from extractguard.evaluate.comparison import run_variant_comparison
     from extractguard.oracle.target_config import load_target_config
 
     config = load_target_config(target_file)
@@ -44,9 +45,14 @@ def assess_remote(
     )
     tasks: dict[str, Any] = {}
     with progress:
-        tasks[PROBE_RUN] = progress.add_task("probe (eval)", total=None, spend=0.0, throttled=0, fidelity="–")
-        for n in names:
-            tasks[attack_run_name(n)] = progress.add_task(n, total=ladder[-1], spend=0.0, throttled=0, fidelity="–")
+
+        def add_tasks(prefix: str = "") -> None:
+            tasks.clear()
+            tasks[PROBE_RUN] = progress.add_task(f"{prefix}probe (eval)", total=None, spend=0.0, throttled=0, fidelity="–")
+            for n in names:
+                tasks[attack_run_name(n)] = progress.add_task(
+                    f"{prefix}{n}", total=ladder[-1], spend=0.0, throttled=0, fidelity="–"
+                )
 
         def on_query(run: str, used: int, budget: int, spend: float, throttled: int) -> None:
             if run in tasks:
@@ -58,9 +64,21 @@ def assess_remote(
         def on_probe(n: int) -> None:
             progress.update(tasks[PROBE_RUN], total=n, completed=n)
 
+        def on_variant(i: int, variant: Any, sub: Any) -> None:
+            role = "reference" if i == 0 else "compared"
+            progress.console.print(f"variant {variant.name} ({role}, {sub.output}); transcript {sub.transcript_path}")
+            add_tasks(f"{variant.name}: ")
+
         try:
-            result = run_campaign(config, names, ladder, seed=seed, surrogate=surrogate, resume=resume,
-                                  on_query=on_query, on_point=on_point, on_probe=on_probe)
+            if config.variants:
+                result = run_variant_comparison(
+                    config, names, ladder, seed=seed, surrogate=surrogate, resume=resume, on_variant=on_variant,
+                    on_query=on_query, on_point=on_point, on_probe=on_probe,
+                )
+            else:
+                add_tasks()
+                result = run_campaign(config, names, ladder, seed=seed, surrogate=surrogate, resume=resume,
+                                      on_query=on_query, on_point=on_point, on_probe=on_probe)
         except KeyboardInterrupt:
             raise ConfigurationError(
                 f"interrupted; answers so far are in {config.transcript_path}: run again with --resume"
@@ -75,6 +93,8 @@ def assess_remote(
     for run in result.runs:
         table.add_row(run.attack, *[f"{p.fidelity:.3f}" for p in run.points], str(run.queries))
     console.print(table)
+    if result.variants:
+        console.print(f"(tables above and below: the reference variant {result.variants[0]['name']!r})")
     paid = result.target["paid_queries"]
     session = result.target["transcript"]["this_session"]
     console.print(
@@ -86,4 +106,23 @@ def assess_remote(
     )
     if result.victim_probe_accuracy is not None:
         console.print(f"endpoint accuracy on the probe set: {result.victim_probe_accuracy:.3f}")
-    console.print(f"report: {html_path}  (data: {json_path})  transcript: {config.transcript_path}")
+    if result.variants:
+        vt = Table(title="Per variant: stolen fidelity (to the reference) vs honest-user cost")
+        for col in ("variant", "output", "honest acc", "agree w/ model"):
+            vt.add_column(col, justify="left" if col in ("variant", "output") else "right")
+        for b in ladder:
+            vt.add_column(f"fid@{b}", justify="right")
+        for v in result.variants:
+            hu = v["honest_user"]
+            acc = "–" if hu.get("accuracy") is None else f"{hu['accuracy']:.3f}"
+            agree = f"{hu.get('agreement_with_reference', 1.0):.3f}"
+            vt.add_row(v["name"] + (" *" if v["reference"] else ""), v["output"], acc, agree,
+                       *[f"{v['best_fidelity'].get(str(b), float('nan')):.3f}" for b in ladder])
+        console.print(vt)
+        console.print("* reference variant: its answers stand for the real model")
+        paid_all = sum((v["paid_queries"] or {}).get("total", 0) for v in result.variants)
+        console.print(f"paid queries over all {len(result.variants)} variants: {paid_all}")
+        transcripts = ", ".join(str(v["transcript"]) for v in result.variants)
+        console.print(f"report: {html_path}  (data: {json_path})  transcripts: {transcripts}")
+    else:
+        console.print(f"report: {html_path}  (data: {json_path})  transcript: {config.transcript_path}")
