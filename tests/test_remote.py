@@ -2,7 +2,8 @@
 
 Covers the campaign contract: a SIGKILLed campaign resumed with --resume pays exactly its budget
 (server-side count) and reaches the same fidelity as an uninterrupted one; throttling (429 with
-Retry-After) and 500s lose no query and no retry goes out before Retry-After; 401 and a missing
+Retry-After) and 500s lose no query and no retry goes out before Retry-After; Ctrl-C commits the
+answers in flight; 401, an untrusted TLS certificate, an attack that cannot apply and a missing
 authorization statement stop with one line.
 """
 
