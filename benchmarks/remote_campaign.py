@@ -13,6 +13,12 @@ requests, 429s, 500s, retries sent before ``Retry-After`` (must be 0), wall time
 the local run.
 
     python benchmarks/remote_campaign.py --victim digits-logreg --attack knockoff --budgets 100,300,700
+
+With ``--registry``, instead: every attack in the registry once over plain HTTP (budgets 60,120 by
+default), checking that each runs against a remote target and that the server billed exactly the
+queries it used plus the probe rows.
+
+    python benchmarks/remote_campaign.py --registry --budgets 60,120
 """
 
 from __future__ import annotations
@@ -49,12 +55,26 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--rows-per-request", type=int, default=32)
     ap.add_argument("--out", default=str(Path(__file__).parent / "out" / "remote_campaign.json"))
+    ap.add_argument("--registry", action="store_true", help="Run every registered attack over HTTP instead.")
     args = ap.parse_args()
     ladder = parse_budgets(args.budgets)
     victim = build_victim(args.victim, seed=args.seed)
     probe_X, probe_y = victim.probe()
     schema = victim.target.schema
     results: list[dict[str, Any]] = []
+
+    def config(url: str, d: Path, transcript: str) -> Any:
+        return parse_target_config({
+            "url": url, "model": "victim", "keys": ["key-1"], "backoff": 0.05,
+            "concurrency": args.concurrency, "max_rows_per_request": args.rows_per_request,
+            "schema": {"input_shape": list(schema.input_shape), "n_classes": schema.n_classes,
+                       "low": schema.low.tolist(), "high": schema.high.tolist()},
+            "transcript": str(d / transcript), "probe_data": str(d / "probe.npz"), "attacker_data": str(d / "pool.npy"),
+            "authorization": {"statement": "Benchmark against our own local test server.", "owner": "bench"},
+        })
+
+    if args.registry:
+        return registry(args, victim, ladder, config)
 
     t0 = time.perf_counter()
     attack = create_attack(args.attack, pool=victim.pool(), surrogate=args.surrogate, seed=args.seed)
@@ -70,15 +90,7 @@ def main() -> None:
         for name, kwargs in [("http", {}), ("http, 30% 429", {"throttle": 0.3, "retry_after": 1}),
                              ("http, 30% 500", {"fail": 0.3})]:
             with ModelServer(victim.target, seed=1, **kwargs) as srv:
-                cfg = parse_target_config({
-                    "url": srv.url, "model": "victim", "keys": ["key-1"], "backoff": 0.05,
-                    "concurrency": args.concurrency, "max_rows_per_request": args.rows_per_request,
-                    "schema": {"input_shape": list(schema.input_shape), "n_classes": schema.n_classes,
-                               "low": schema.low.tolist(), "high": schema.high.tolist()},
-                    "transcript": str(d / f"{len(results)}.sqlite"), "probe_data": str(d / "probe.npz"),
-                    "attacker_data": str(d / "pool.npy"),
-                    "authorization": {"statement": "Benchmark against our own local test server.", "owner": "bench"},
-                })
+                cfg = config(srv.url, d, f"{len(results)}.sqlite")
                 t0 = time.perf_counter()
                 res = run_campaign(cfg, [args.attack], ladder, seed=args.seed, surrogate=args.surrogate)
                 seconds = time.perf_counter() - t0
@@ -110,6 +122,47 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"args": vars(args), "budgets": ladder, "results": results}, indent=2))
+    print(f"wrote {out}")
+
+
+def registry(args: argparse.Namespace, victim: Any, ladder: list[int], config: Any) -> None:
+    """Every registered attack once over HTTP: does it run, what does it reach, what was billed."""
+    from extractguard.attacks import ATTACKS
+    from extractguard.errors import ExtractGuardError
+
+    probe_X, probe_y = victim.probe()
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        np.savez(d / "probe.npz", X=probe_X, y=probe_y)
+        np.save(d / "pool.npy", victim.pool())
+        with ModelServer(victim.target) as srv:
+            for name in sorted(ATTACKS):
+                before = srv.counts.paid_rows
+                t0 = time.perf_counter()
+                try:
+                    res = run_campaign(config(srv.url, d, f"{name}.sqlite"), [name], ladder, seed=args.seed,
+                                       surrogate=args.surrogate)
+                except ExtractGuardError as exc:  # e.g. needs logits, a binary task or text inputs
+                    rows.append({"attack": name, "refused": str(exc)})
+                    continue
+                run = res.runs[0]
+                rows.append({"attack": name, "fidelity": [p.fidelity for p in run.points], "queries": run.queries,
+                             "billed": srv.counts.paid_rows - before, "expected": run.queries + len(probe_X),
+                             "seconds": time.perf_counter() - t0})
+    table = Table(title=f"Every registered attack against {args.victim} over HTTP (probe {len(probe_X)} rows)")
+    for col in ["attack", *[f"fid@{b}" for b in ladder], "queries", "billed / expected", "seconds or refusal"]:
+        table.add_column(col, justify="left" if col in ("attack", "seconds or refusal") else "right")
+    for r in rows:
+        if "refused" in r:
+            table.add_row(r["attack"], *["–"] * len(ladder), "–", "–", r["refused"])
+        else:
+            table.add_row(r["attack"], *[f"{f:.3f}" for f in r["fidelity"]], str(r["queries"]),
+                          f"{r['billed']} / {r['expected']}", f"{r['seconds']:.1f}")
+    Console().print(table)
+    out = Path(args.out).with_name("remote_registry.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"args": vars(args), "budgets": ladder, "rows": rows}, indent=2))
     print(f"wrote {out}")
 
 

@@ -2,7 +2,8 @@
 
 Covers the campaign contract: a SIGKILLed campaign resumed with --resume pays exactly its budget
 (server-side count) and reaches the same fidelity as an uninterrupted one; throttling (429 with
-Retry-After) and 500s lose no query and no retry goes out before Retry-After; 401 and a missing
+Retry-After) and 500s lose no query and no retry goes out before Retry-After; Ctrl-C commits the
+answers in flight; 401, an untrusted TLS certificate, an attack that cannot apply and a missing
 authorization statement stop with one line.
 """
 
@@ -252,6 +253,18 @@ def test_target_without_authorization_is_refused(victim: Any, data_dir: Path, tm
         assert res.stdout == "" and res.exception is None or isinstance(res.exception, SystemExit)
         assert srv.counts.requests == 0
         assert not (tmp_path / "t.sqlite").exists()
+
+
+def test_attack_that_cannot_apply_is_refused_before_anything_is_paid(victim: Any, data_dir: Path,
+                                                                    tmp_path: Path) -> None:
+    # functionally-equivalent needs logits; this endpoint gives probabilities.  Without the
+    # pre-flight check the probe answers would be bought first, then the attack would refuse.
+    with ModelServer(victim.target) as srv:
+        cfg = parse_target_config(config_dict(srv.url, data_dir, tmp_path / "t.sqlite"))
+        with pytest.raises(ConfigurationError, match="needs one of: logits"):
+            run_campaign(cfg, ["knockoff", "functionally-equivalent"], [50])
+        assert srv.counts.requests == 0
+    assert not (tmp_path / "t.sqlite").exists()
 
 
 @pytest.mark.parametrize(

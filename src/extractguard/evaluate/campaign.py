@@ -20,6 +20,8 @@ from extractguard.data.files import load_table
 from extractguard.errors import ConfigurationError
 from extractguard.evaluate.assessment import Assessment, CurvePoint, parse_budgets, run_assessment
 from extractguard.evaluate.metrics import ProbeSet
+from extractguard.oracle import Oracle
+from extractguard.oracle.answer import Answer
 from extractguard.oracle.remote import RemoteOracle, RemoteTarget, check_authorization
 from extractguard.oracle.target_config import TargetConfig
 from extractguard.oracle.transcript import SqliteTranscript, rows_digest
@@ -40,6 +42,37 @@ def campaign_budgets(config: TargetConfig, budgets: Sequence[int] | str) -> list
     if config.budget is not None and ladder[-1] > config.budget:
         ladder = [b for b in ladder if b < config.budget] + [config.budget]
     return ladder
+
+
+class _DryRun(Exception):
+    """Raised by :class:`_DryOracle` at the first query: the attack's own checks all passed."""
+
+
+class _DryOracle(Oracle):
+    """An oracle that answers nothing, so an attack can run its up-front checks for free."""
+
+    def query(self, X: Any) -> Answer:
+        raise _DryRun()
+
+
+def preflight(
+    attacks: Sequence[str], target: RemoteTarget, ladder: Sequence[int], *, pool: np.ndarray | None,
+    surrogate: str, seed: int,
+) -> None:
+    """Refuse, before anything is paid, an attack that cannot run against this endpoint.
+
+    Attacks check what they need (an output mode such as logits, a binary task, text inputs, a
+    large enough budget) when they start, i.e. after the probe set's answers would already have
+    been bought.  Starting a fresh copy of each against an oracle that raises at the first query
+    surfaces those one-line refusals first.
+    """
+    for name in attacks:
+        attack = create_attack(name, pool=pool, surrogate=surrogate, seed=seed)
+        dry = _DryOracle(target, output=target.spec, budget=ladder[-1])
+        try:
+            attack.fit(dry, budget=ladder[-1], checkpoints=list(ladder))
+        except _DryRun:
+            continue
 
 
 def run_campaign(
@@ -82,6 +115,8 @@ def run_campaign(
         pool_raw, _ = load_table(config.path(config.attacker_data), what="attacker data")
         pool = schema.validate(pool_raw, what="attacker data")
     built: list[Attack] = [create_attack(n, pool=pool, surrogate=surrogate, seed=seed) for n in names]
+    target = RemoteTarget(config, transport=transport, seed=seed)
+    preflight(names, target, ladder, pool=pool, surrogate=surrogate, seed=seed)
 
     settings = {
         "url": config.endpoint(),
@@ -122,7 +157,6 @@ def run_campaign(
         authorization = config.authorization.model_dump(exclude_none=True)
         store.start_session(authorization, settings, resumed=bool(resume and paid_before))
 
-        target = RemoteTarget(config, transport=transport, seed=seed)
         price = config.price_per_query
 
         def progress(oracle: RemoteOracle, _n: int) -> None:
