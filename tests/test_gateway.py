@@ -315,3 +315,25 @@ def test_config_errors_are_one_clear_line(tmp_path: Path) -> None:
 def test_shipped_example_config_is_valid() -> None:
     cfg = load_config(Path(__file__).resolve().parents[1] / "examples" / "gateway.yaml")
     assert cfg.tiers and cfg.model.name
+
+
+def test_admin_commands_do_not_load_the_model_code(tmp_path: Path) -> None:
+    """`keys` and `audit` need only paths and tier names: no torch import, so they start fast, and
+    a config whose defense chain is checked fully when serving is only shape-checked here."""
+    import os
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "gw.yaml"
+    cfg.write_text("model: {name: iris, victim: iris-logreg}\nstate_dir: state\n"
+                   "tiers: {free: {output: label, defenses: [{name: temperature, temperature: 2.0}]}}\n")
+    code = ("import sys; from typer.testing import CliRunner; from extractguard.cli import app; "
+            "r = CliRunner().invoke(app, ['keys', 'create', '--account', 'a', '--tier', 'free', '--config', sys.argv[1]]); "
+            "print(r.exit_code, 'torch' in sys.modules)")
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    out = subprocess.run([sys.executable, "-c", code, str(cfg)], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": src})
+    assert out.stdout.split()[-2:] == ["0", "False"], out.stdout + out.stderr
+    with pytest.raises(ConfigurationError, match=r"tiers\.free\.defenses"):
+        parse_config({"model": {"victim": "iris-logreg"}, "tiers": {"free": {"defenses": [{"temperature": 2}]}}},
+                     check_defenses=False)

@@ -19,10 +19,11 @@ StateOpt = Annotated[Path, typer.Option(help="State directory of the embedded de
 _DEFAULT_STATE = Path("extractguard-gateway")
 
 
-def _config(config: Optional[Path], state_dir: Path, victim: str = "mnist-cnn"):  # type: ignore[no-untyped-def]
+def _config(config: Optional[Path], state_dir: Path, victim: str = "mnist-cnn", serving: bool = False):  # type: ignore[no-untyped-def]
     from extractguard.gateway import default_config, load_config
 
-    return load_config(config) if config is not None else default_config(state_dir, victim)
+    # Admin commands need only paths and tier names; serve checks the defense chains fully.
+    return load_config(config, check_defenses=serving) if config is not None else default_config(state_dir, victim)
 
 
 def register(app: typer.Typer) -> None:
@@ -49,15 +50,15 @@ def register(app: typer.Typer) -> None:
         from extractguard.gateway import create_app
         from extractguard.gateway.logs import configure_json_logging
 
-        cfg = _config(config, state_dir, victim)
+        cfg = _config(config, state_dir, victim, serving=True)
         with console.status(f"loading model {cfg.model.name}"):
             application = create_app(cfg)
         configure_json_logging()
         tiers = ", ".join(cfg.tiers)
-        console.print(f"gateway for model [bold]{cfg.model.name}[/] on http://{host}:{port}  (tiers: {tiers}; state: {cfg.state_dir})")
+        console.print(f"gateway for model [bold]{cfg.model.name}[/] on http://{host}:{port}  (tiers: {tiers}; state: {cfg.state_dir})", soft_wrap=True)
         where = f"--config {config}" if config is not None else f"--state-dir {state_dir}"
-        console.print(f"create a key:  extractguard keys create --account NAME --tier {next(iter(cfg.tiers))} {where}")
-        console.print(f"then:  curl -H 'Authorization: Bearer KEY' -d @request.json http://{host}:{port}/v2/models/{cfg.model.name}/infer")
+        console.print(f"create a key:  extractguard keys create --account NAME --tier {next(iter(cfg.tiers))} {where}", soft_wrap=True)
+        console.print(f"then:  curl -H 'Authorization: Bearer KEY' -d @request.json http://{host}:{port}/v2/models/{cfg.model.name}/infer", soft_wrap=True)
         # proxy_headers=False: uvicorn would otherwise rewrite the client address from
         # X-Forwarded-For itself; the gateway's own trusted_proxies setting must decide that.
         uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False, proxy_headers=False)
@@ -123,4 +124,4 @@ def register(app: typer.Typer) -> None:
         if not result.ok:
             err_console.print(f"[bold red]TAMPERED:[/] {result.problem} ({target})", highlight=False, soft_wrap=True)
             raise typer.Exit(1)
-        console.print(f"audit log intact: {result.records} records; head hash {result.head_hash}")
+        console.print(f"audit log intact: {result.records} records; head hash {result.head_hash}", soft_wrap=True)

@@ -99,6 +99,9 @@ class Gateway:
         self.keys.close()
         if self.audit is not None:
             self.audit.close()
+        close_storage = getattr(self.limits.storage, "close", None)  # our SQLite storage
+        if callable(close_storage):
+            close_storage()
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -150,6 +153,7 @@ def create_app(config: GatewayConfig, target: Target | None = None, owner_data: 
         yield
         if isinstance(gw.target, UpstreamTarget):
             await gw.target.aclose()
+        gw.close()  # checkpoint and close the SQLite state on a clean shutdown
 
     app = FastAPI(title="ExtractGuard gateway", version=__version__, docs_url=None, redoc_url=None,
                   openapi_url=None, lifespan=lifespan)

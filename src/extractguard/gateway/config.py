@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from extractguard.errors import ConfigurationError
 
@@ -101,7 +101,13 @@ class TierConfig(_Strict):
 
     @field_validator("defenses")
     @classmethod
-    def _defenses(cls, v: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _defenses(cls, v: list[dict[str, Any]], info: ValidationInfo) -> list[dict[str, Any]]:
+        if info.context and info.context.get("check_defenses") is False:
+            # Admin commands only need paths and tier names: skip importing the defense code.
+            for spec in v:
+                if not isinstance(spec, dict) or "name" not in spec:
+                    raise ValueError(f"each defense needs a 'name', got {spec!r}")
+            return v
         from extractguard.defenses import build_chain
 
         try:
@@ -188,17 +194,21 @@ def _format_error(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def parse_config(data: Any, source: str = "configuration") -> GatewayConfig:
-    """Validate a mapping (parsed YAML) into a :class:`GatewayConfig`."""
+def parse_config(data: Any, source: str = "configuration", check_defenses: bool = True) -> GatewayConfig:
+    """Validate a mapping (parsed YAML) into a :class:`GatewayConfig`.
+
+    ``check_defenses=False`` checks only the shape of the defense chains (no import of the
+    defense code); :func:`~extractguard.gateway.app.create_app` builds and so checks them anyway.
+    """
     if not isinstance(data, dict):
         raise ConfigurationError(f"{source}: expected a YAML mapping at the top level")
     try:
-        return GatewayConfig.model_validate(data)
+        return GatewayConfig.model_validate(data, context={"check_defenses": check_defenses})
     except ValidationError as exc:
         raise ConfigurationError(f"{source}: {_format_error(exc)}") from None
 
 
-def load_config(path: Path | str) -> GatewayConfig:
+def load_config(path: Path | str, check_defenses: bool = True) -> GatewayConfig:
     """Read and validate a gateway YAML file; relative paths in it are relative to the file."""
     p = Path(path)
     try:
@@ -209,7 +219,7 @@ def load_config(path: Path | str) -> GatewayConfig:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigurationError(f"{p.name} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    cfg = parse_config(data, p.name)
+    cfg = parse_config(data, p.name, check_defenses)
     base = p.resolve().parent
     updates: dict[str, Any] = {}
     for field in ("state_dir", "keys_db", "audit_db"):
