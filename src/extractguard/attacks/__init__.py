@@ -7,13 +7,28 @@ from typing import Any
 import numpy as np
 
 from extractguard.attacks.base import Attack, Checkpoint, CheckpointCallback
+from extractguard.attacks.active_learning import ActiveThief, ActiveThiefDFAL, ActiveThiefEntropy, ActiveThiefKCenter
+from extractguard.attacks.equation_solving import EquationSolving
+from extractguard.attacks.functionally_equivalent import FunctionallyEquivalent
+from extractguard.attacks.jacobian import JacobianAugmentation
 from extractguard.attacks.knockoff import KnockoffNets
+from extractguard.attacks.knockoff_adaptive import KnockoffAdaptive
+from extractguard.attacks.lowd_meek import LowdMeek
+from extractguard.attacks.path_finding import PathFinding
 from extractguard.attacks.random_queries import RandomQueries
 from extractguard.attacks.transfer import TransferAttack
 from extractguard.errors import ConfigurationError
 
 #: Every attack by its CLI name.
-ATTACKS: dict[str, type[Attack]] = {cls.name: cls for cls in (RandomQueries, KnockoffNets, TransferAttack)}
+ATTACKS: dict[str, type[Attack]] = {cls.name: cls for cls in (RandomQueries, KnockoffNets)}
+# Learning-based attacks (docs/attacks.md, "Learning-based attacks").
+ATTACKS.update({cls.name: cls for cls in (
+    KnockoffAdaptive, ActiveThief, ActiveThiefEntropy, ActiveThiefKCenter, ActiveThiefDFAL, JacobianAugmentation,
+)})
+# Exact / analytic attacks (Tramèr 2016, Lowd & Meek 2005, Jagielski 2020).
+ATTACKS.update({cls.name: cls for cls in (EquationSolving, LowdMeek, PathFinding, FunctionallyEquivalent)})
+# Transfer learning from a pretrained encoder (text victims).
+ATTACKS.update({cls.name: cls for cls in (TransferAttack,)})
 
 
 def create_attack(
@@ -31,4 +46,8 @@ def create_attack(
     return cls(surrogate=surrogate, seed=seed, **params)
 
 
-__all__ = ["ATTACKS", "Attack", "Checkpoint", "CheckpointCallback", "KnockoffNets", "RandomQueries", "TransferAttack", "create_attack"]
+__all__ = [
+    "ATTACKS", "ActiveThief", "ActiveThiefDFAL", "ActiveThiefEntropy", "ActiveThiefKCenter", "Attack", "Checkpoint",
+    "CheckpointCallback", "EquationSolving", "FunctionallyEquivalent", "JacobianAugmentation", "KnockoffAdaptive",
+    "KnockoffNets", "LowdMeek", "PathFinding", "RandomQueries", "TransferAttack", "create_attack",
+]

@@ -71,7 +71,7 @@ def assess(
     attack: Annotated[Optional[list[str]], typer.Option("--attack", "-a", help="Attack to run; repeat for several (default: random and knockoff).")] = None,
     budgets: Annotated[str, typer.Option(help="Comma-separated query budgets.")] = "50,100,200,500,1000,2000",
     output: Annotated[str, typer.Option(help="What the target reveals: probabilities, logits, rounded:N, top-K or label.")] = "probabilities",
-    surrogate: Annotated[str, typer.Option(help="Student family: auto, cnn, mlp, linear, tree, forest.")] = "auto",
+    surrogate: Annotated[str, typer.Option(help="Student family: auto, select (cross-validated on the transcript), cnn, mlp, linear, tree, forest.")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed for splits, attacks and surrogates.")] = 0,
     price: Annotated[float, typer.Option(help="Price per query, for cost accounting.")] = 0.0,
     out: Annotated[Path, typer.Option(help="Directory for report.json and report.html.")] = Path("extractguard-report"),
@@ -162,7 +162,9 @@ def assess(
         table.add_column(str(b), justify="right")
     table.add_column("queries used", justify="right")
     for run in result.runs:
-        table.add_row(run.attack, *[f"{p.fidelity:.3f}" for p in run.points], str(run.queries))
+        # Align by budget: analytic attacks report no copy at budgets below their real query count.
+        by_budget = {p.budget: f"{p.fidelity:.3f}" for p in run.points}
+        table.add_row(run.attack, *[by_budget.get(b, "-") for b in ladder], str(run.queries))
     console.print(table)
     if result.victim_probe_accuracy is not None:
         console.print(f"victim accuracy on the probe set: {result.victim_probe_accuracy:.3f}")

@@ -68,6 +68,9 @@ class Assessment:
     started_at: str
     seconds: float
     tool: dict[str, str]
+    #: One entry per variant (e.g. per gateway tier / defense) when the target was assessed
+    #: through several; see :mod:`extractguard.evaluate.comparison`.
+    variants: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -148,6 +151,7 @@ def run_assessment(
 
         t0 = time.perf_counter()
         attack.fit(oracle, budget=ladder[-1], checkpoints=ladder, callback=on_checkpoint)
+        run.params = attack.params()  # again after fitting: adds what the run chose (e.g. the surrogate family)
         stats = oracle.stats()
         run.queries, run.calls = stats.queries, stats.calls
         run.seconds = round(time.perf_counter() - t0, 3)

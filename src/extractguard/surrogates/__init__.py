@@ -8,6 +8,7 @@ import numpy as np
 
 from extractguard.errors import ConfigurationError
 from extractguard.oracle.schema import InputSchema
+from extractguard.surrogates.selection import SelectedSurrogate, SelectionResult, select_surrogate
 from extractguard.surrogates.sklearn_models import SklearnSurrogate
 from extractguard.surrogates.torch_models import TorchClassifier, build_network
 
@@ -20,14 +21,16 @@ class Surrogate(Protocol):
     def predict_proba(self, X: np.ndarray) -> np.ndarray: ...
 
 
-SURROGATES: tuple[str, ...] = ("auto", "cnn", "mlp", "linear", "tree", "forest")
+SURROGATES: tuple[str, ...] = ("auto", "select", "cnn", "mlp", "linear", "tree", "forest")
 
 
 def make_surrogate(kind: str, schema: InputSchema, seed: int = 0) -> Surrogate:
     """A fresh, unfitted student suited to the schema.
 
     ``auto`` picks a CNN for image inputs and an MLP otherwise; ``tree``/``forest`` are
-    scikit-learn models that learn from hard labels.
+    scikit-learn models that learn from hard labels.  ``select`` picks one of those by
+    cross-validation on the transcript at fit time (see :mod:`.selection`); ``mlp-256x128``
+    names an MLP with explicit hidden widths.
     """
     if schema.is_text:
         # Text students need a featuriser; the from-scratch one is TF-IDF (surrogates/text.py).
@@ -39,6 +42,16 @@ def make_surrogate(kind: str, schema: InputSchema, seed: int = 0) -> Surrogate:
         from extractguard.surrogates.text import TfidfSurrogate
 
         return TfidfSurrogate(schema.n_classes, seed=seed)
+    if kind == "select":
+        return SelectedSurrogate(schema, seed=seed)
+    if kind.startswith("mlp-"):
+        try:
+            widths = tuple(int(w) for w in kind[4:].split("x"))
+        except ValueError:
+            raise ConfigurationError(f"MLP widths look like mlp-256x128, got {kind!r}") from None
+        if not widths or min(widths) < 1:
+            raise ConfigurationError(f"MLP widths must be positive, got {kind!r}")
+        return TorchClassifier("mlp", schema.input_shape, schema.n_classes, hidden=widths, seed=seed)
     if kind == "auto":
         kind = "cnn" if schema.is_image else "mlp"
     if kind in ("cnn", "mlp", "linear"):
@@ -55,4 +68,4 @@ def make_surrogate(kind: str, schema: InputSchema, seed: int = 0) -> Surrogate:
     raise ConfigurationError(f"unknown surrogate {kind!r}; choose one of {', '.join(SURROGATES)}")
 
 
-__all__ = ["SURROGATES", "SklearnSurrogate", "Surrogate", "TorchClassifier", "build_network", "make_surrogate"]
+__all__ = ["SURROGATES", "SelectedSurrogate", "SelectionResult", "select_surrogate", "SklearnSurrogate", "Surrogate", "TorchClassifier", "build_network", "make_surrogate"]
