@@ -13,8 +13,8 @@ Defenses that need owner data (MAD, adaptive misinformation) are fitted on the v
 split.  One run compares every setting side by side, with fidelity also as a ratio of the
 undefended run's.
 
-    python benchmarks/defenses.py                      # mnist-cnn + digits-cnn
-    python benchmarks/defenses.py --victims digits-mlp --seeds 0,1
+    python benchmarks/defenses.py                      # mnist-cnn + digits-cnn, ~10 CPU-minutes
+    python benchmarks/defenses.py --victims digits-cnn --seeds 0,1,2 --out benchmarks/out/defenses_digits_3seeds.json
 """
 
 from __future__ import annotations
