@@ -117,6 +117,7 @@ class AlgorithmicAttack(Attack):
         Raises :class:`OutOfQueries` (a ConfigurationError) when the budget is too small.  One
         checkpoint is reported per budget in ``checkpoints`` that is >= the real query count.
         """
+        self._check_input_kind(oracle.schema)
         check_output(self.name, oracle, self.outputs)
         check_numeric(self.name, oracle.schema)
         if budget is None:
