@@ -6,6 +6,11 @@ the held-out probe split, which no attack queries.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -245,3 +250,20 @@ def test_assessment_reports_real_query_counts() -> None:
     # 100 queries cannot finish the line searches: no made-up checkpoint below the real count.
     assert [p.budget for p in label_run.points] == [2000]
     assert label_run.points[0].fidelity >= 0.99
+
+
+# -- from the command line ------------------------------------------------------------------------------
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "COLUMNS": "120", "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run([sys.executable, "-m", "extractguard", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_cli_assess_reaches_the_attack_and_reports_its_error_in_one_line(tmp_path: Path) -> None:
+    # The CLI builds attacks from the registry; the refusal comes from lowd-meek itself.
+    bad = run_cli("assess", "--victim", "iris-logreg", "--attack", "lowd-meek", "--output", "label",
+                  "--budgets", "100", "--out", str(tmp_path / "rep"), cwd=tmp_path)
+    assert bad.returncode == 2
+    assert "error: lowd-meek needs a binary task; this target has 3 classes" in bad.stdout + bad.stderr
+    assert "Traceback" not in bad.stdout + bad.stderr

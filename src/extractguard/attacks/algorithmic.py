@@ -18,7 +18,6 @@ import numpy as np
 from extractguard.attacks.base import Attack, Checkpoint, CheckpointCallback
 from extractguard.errors import ConfigurationError
 from extractguard.oracle import Answer, Oracle
-from extractguard.oracle.schema import InputSchema
 from extractguard.surrogates import Surrogate
 
 
@@ -68,12 +67,6 @@ def check_output(attack: str, oracle: Oracle, allowed: Sequence[str]) -> None:
         )
 
 
-def check_numeric(attack: str, schema: InputSchema) -> None:
-    """Analytic attacks move along lines in input space: text inputs have none."""
-    if schema.is_text:
-        raise ConfigurationError(f"{attack} needs numeric inputs; this target takes text")
-
-
 def check_surrogate(attack: str, surrogate: str) -> None:
     """Analytic attacks rebuild the victim's own model family; a student choice makes no sense."""
     if surrogate not in ("auto", "recovered"):
@@ -119,7 +112,6 @@ class AlgorithmicAttack(Attack):
         """
         self._check_input_kind(oracle.schema)
         check_output(self.name, oracle, self.outputs)
-        check_numeric(self.name, oracle.schema)
         if budget is None:
             budget = oracle.remaining
         if budget is None or budget <= 0:

@@ -30,7 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 from scipy.optimize import minimize
 
-from extractguard.attacks.algorithmic import check_numeric, check_output, check_surrogate
+from extractguard.attacks.algorithmic import check_output, check_surrogate
 from extractguard.attacks.base import Attack, CheckpointCallback
 from extractguard.errors import ConfigurationError
 from extractguard.oracle import Answer, Oracle
@@ -91,8 +91,8 @@ class EquationSolving(Attack):
         With a budget below ``d + 1`` the copy is the minimum-norm solution of the
         under-determined system: an honest partial result at the real query count.
         """
+        self._check_input_kind(oracle.schema)  # text has no lines to solve along
         check_output(self.name, oracle, self.outputs)
-        check_numeric(self.name, oracle.schema)
         self._mode = oracle.output.kind
         super().fit(oracle, budget, checkpoints, callback)
         return self
