@@ -67,6 +67,8 @@ DEFAULT_BUDGETS: tuple[int, ...] = (50, 100, 200, 500, 1000, 2000)
 DEFAULT_OUTPUTS: tuple[str, ...] = ("probabilities", "label")
 QUICK_VICTIMS: tuple[str, ...] = ("digits-cnn",)
 QUICK_BUDGETS: tuple[int, ...] = (50, 200)
+#: Error prefix of a run the attack refused before its first query (wrong kind of victim).
+NOT_APPLICABLE = "n/a: "
 
 
 @dataclass
@@ -89,6 +91,10 @@ class Row:
     def ok(self) -> bool:
         return self.error is None
 
+    @property
+    def applicable(self) -> bool:
+        return not (self.error or "").startswith(NOT_APPLICABLE)
+
 
 def art_available() -> bool:
     try:
@@ -96,6 +102,26 @@ def art_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+def learning_attacks() -> list[str]:
+    """Our registered attacks that learn a student from the answers to chosen queries.
+
+    That is the pool-based ones (``needs_pool``) plus the ``random`` baseline, which is what ART's
+    CopycatCNN/KnockoffNets do too.  Analytic attacks (equation solving, Lowd-Meek, functionally
+    equivalent extraction) rebuild one model family exactly and are benchmarked on their own.
+    """
+    from extractguard.attacks.algorithmic import AlgorithmicAttack
+    from extractguard.attacks.equation_solving import EquationSolving
+
+    analytic = (AlgorithmicAttack, EquationSolving)
+    learners = {name: cls for name, cls in ATTACKS.items()
+                if (cls.needs_pool or name == "random") and not issubclass(cls, analytic)}
+    # A class that other registered entries specialise (``activethief`` with its default
+    # strategy is ``activethief-entropy``) would only repeat one of them: run the specialised
+    # entries.  Name it in ``--attacks`` to run it anyway.
+    return [name for name, cls in learners.items()
+            if not any(other is not cls and issubclass(other, cls) for other in learners.values())]
 
 
 def ladder_for(victim: Victim, budgets: Sequence[int]) -> list[int]:
@@ -119,9 +145,12 @@ def run_ours(victim: Victim, attack: str, budget: int, output: str, probe: Probe
     try:
         atk = create_attack(attack, pool=victim.pool(), seed=seed)
         atk.fit(oracle, budget=budget)
-    except (ExtractGuardError, TypeError, ValueError) as exc:  # an attack not applicable here
+    except (ExtractGuardError, TypeError, ValueError) as exc:
+        # Refused before any query (e.g. a text-only attack on an image victim): not applicable,
+        # rather than a failure of the attack.
+        prefix = NOT_APPLICABLE if isinstance(exc, ConfigurationError) and oracle.queries_used == 0 else ""
         return Row(victim.name, "ours", attack, output, budget, oracle.queries_used, None, None,
-                   round(time.perf_counter() - t0, 3), seed, f"{type(exc).__name__}: {exc}")
+                   round(time.perf_counter() - t0, 3), seed, f"{prefix}{type(exc).__name__}: {exc}")
     seconds = time.perf_counter() - t0
     scores = probe.score(atk.surrogate_)
     return Row(victim.name, "ours", attack, output, budget, oracle.queries_used,
@@ -329,7 +358,7 @@ def run_benchmark(
     attack when ART is importable and none otherwise.  Victims and splits use seed 0 for every
     run; ``seeds`` vary the attacks' sampling and the students' initialisation.
     """
-    ours = list(ATTACKS) if attacks is None else [a.strip().lower() for a in attacks if a.strip()]
+    ours = learning_attacks() if attacks is None else [a.strip().lower() for a in attacks if a.strip()]
     for name in ours:
         if name not in ATTACKS:
             raise ConfigurationError(f"unknown attack {name!r}; available: {', '.join(ATTACKS)}")
@@ -350,13 +379,18 @@ def run_benchmark(
         ladder = ladder_for(victim, budgets)
         _warm_up(victim, 0)
         victims_info.append({**victim.describe(), "budgets": ladder, "probe_size": len(probe)})
+        refused: set[str] = set()  # our attacks that do not apply to this victim
         for output in modes:
             for budget in ladder:
                 jobs: list[tuple[str, Callable[..., Row]]] = [(a, run_ours) for a in ours]
                 jobs += [(a, run_art) for a in art_attacks if output in ART_ATTACKS[a]]
                 for seed in seeds:
                     for name, fn in jobs:
+                        if name in refused:
+                            continue
                         row = fn(victim, name, budget, output, probe, seed)
+                        if not row.applicable:
+                            refused.add(name)
                         rows.append(row)
                         if on_row is not None:
                             on_row(row)
@@ -404,8 +438,9 @@ def print_tables(result: dict[str, Any]) -> None:
     for col in ("victim", "output", "budget", "seed", "side", "attack", "nominal", "real", "fidelity", "accuracy", "wall s"):
         t.add_column(col, justify="right" if col in ("budget", "seed", "nominal", "real", "fidelity", "accuracy", "wall s") else "left")
     for r in result["rows"]:
-        real = str(r["queries"]) if r["queries"] == r["budget"] else f"[bold red]{r['queries']}[/]"
-        fid = _fmt(r["fidelity"]) if r["error"] is None else f"[red]error[/]"
+        applicable = not (r["error"] or "").startswith(NOT_APPLICABLE)
+        real = str(r["queries"]) if r["queries"] == r["budget"] or not applicable else f"[bold red]{r['queries']}[/]"
+        fid = _fmt(r["fidelity"]) if r["error"] is None else ("[red]error[/]" if applicable else "n/a")
         t.add_row(r["victim"], r["output"], str(r["budget"]), str(r["seed"]), r["side"], r["attack"], str(r["budget"]), real,
                   fid, _fmt(r["accuracy"]), f"{r['seconds']:.1f}")
     console.print(t)
@@ -450,7 +485,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         art = [] if args.no_art else (_csv(args.art_attacks) if args.art_attacks else None)
 
         def progress(r: Row) -> None:
-            status = f"fid {_fmt(r.fidelity)}" if r.ok else f"ERROR {r.error}"
+            status = f"fid {_fmt(r.fidelity)}" if r.ok else (f"ERROR {r.error}" if r.applicable else r.error)
             print(f"  {r.victim:18s} {r.output:13s} {r.budget:5d} s{r.seed} {r.side:4s} {r.attack:22s} real {r.queries:5d}  {status}  {r.seconds:.1f}s",
                   file=sys.stderr, flush=True)
 

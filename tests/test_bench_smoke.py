@@ -55,6 +55,26 @@ def test_budgets_beyond_the_pool_are_dropped_and_unknown_names_rejected(bench: M
         bench.run_benchmark(["wine-mlp"], [10], attacks=["nope"], art_attacks=[])
 
 
+def test_default_attacks_are_the_learning_ones_and_refusals_are_not_applicable(bench: ModuleType) -> None:
+    from extractguard.attacks import ATTACKS
+
+    names = bench.learning_attacks()
+    assert {"random", "knockoff"} <= set(names) <= set(ATTACKS)
+    # Analytic attacks rebuild one model family; they are not compared with ART's learners.
+    assert not {"equation-solving", "lowd-meek", "functionally-equivalent"} & set(names)
+    # No entry is a mere umbrella of another one (activethief vs activethief-entropy).
+    assert not [(a, b) for a in names for b in names if a != b and issubclass(ATTACKS[b], ATTACKS[a])]
+    if "transfer" not in ATTACKS:
+        pytest.skip("no text-only attack registered")
+    result = bench.run_benchmark(["wine-mlp"], [10, 20], attacks=["transfer", "knockoff"], art_attacks=[],
+                                 outputs=["probabilities"])
+    transfer = [r for r in result["rows"] if r["attack"] == "transfer"]
+    assert len(transfer) == 1  # refused once for this victim, then not retried at other budgets
+    assert transfer[0]["queries"] == 0 and transfer[0]["error"].startswith(bench.NOT_APPLICABLE)
+    assert all(r["error"] is None for r in result["rows"] if r["attack"] == "knockoff")
+    assert {r["attack"] for r in result["means"]} == {"knockoff"}
+
+
 def test_summary_compares_means_and_time_to_reach(bench: ModuleType) -> None:
     Row = bench.Row
     rows = [

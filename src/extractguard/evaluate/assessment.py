@@ -68,6 +68,9 @@ class Assessment:
     started_at: str
     seconds: float
     tool: dict[str, str]
+    #: One entry per variant (e.g. per gateway tier / defense) when the target was assessed
+    #: through several; see :mod:`extractguard.evaluate.comparison`.
+    variants: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -54,12 +54,19 @@ def run_campaign(
     on_query: QueryProgress | None = None,
     on_point: Callable[[str, CurvePoint], None] | None = None,
     on_probe: Callable[[int], None] | None = None,
+    reference_proba: np.ndarray | None = None,
+    on_probe_answers: Callable[[np.ndarray], None] | None = None,
 ) -> Assessment:
     """Run ``attacks`` against the endpoint in ``config``; resume from its transcript if asked.
 
     Refuses (one-line :class:`~extractguard.errors.ExtractGuardError`) a target without a valid
     authorization statement, an existing transcript without ``resume``, and a resume whose
     settings differ from the transcript's.
+
+    ``reference_proba`` (the owner's real model's answers on the probe rows, e.g. from an
+    undefended tier) replaces this endpoint's own probe answers as the yardstick of fidelity, so
+    a copy stolen through a defended tier is scored against the real model; the endpoint's own
+    probe answers then measure what the defense costs honest users (``target["honest_user"]``).
     """
     check_authorization(config)
     names = list(dict.fromkeys(a.strip().lower() for a in attacks))
@@ -132,7 +139,14 @@ def run_campaign(
         probe_answer = probe_oracle.query(probe_X)
         if on_probe is not None:
             on_probe(len(probe_answer))
-        probe = ProbeSet(probe_X, probe_answer.soft_labels(), probe_y)
+        served = probe_answer.soft_labels()
+        if on_probe_answers is not None:
+            on_probe_answers(served)
+        if reference_proba is not None and reference_proba.shape != served.shape:
+            raise ConfigurationError(
+                f"reference probe answers have shape {reference_proba.shape}, this endpoint's {served.shape}"
+            )
+        probe = ProbeSet(probe_X, served if reference_proba is None else reference_proba, probe_y)
 
         oracles: dict[str, RemoteOracle] = {}
 
@@ -141,6 +155,7 @@ def run_campaign(
             return oracles[attack.name]
 
         info: dict[str, Any] = {"remote": config.describe(), "schema": schema.to_dict()}
+        info["honest_user"] = honest_user_metrics(served, probe_y, reference_proba)
         result = run_assessment(
             target, built, ladder, probe, output=target.spec, price_per_query=price, target_info=info,
             seed=seed, oracle_factory=oracle_factory, on_point=on_point,
@@ -175,6 +190,19 @@ def run_campaign(
         return result
     finally:
         store.close()
+
+
+def honest_user_metrics(
+    served: np.ndarray, y: np.ndarray | None, reference: np.ndarray | None = None
+) -> dict[str, float | None]:
+    """What honest callers get on the probe rows: accuracy, and how far answers are from the real model."""
+    from extractguard.evaluate.metrics import accuracy, fidelity, mean_l1
+
+    out: dict[str, float | None] = {"accuracy": None if y is None else round(accuracy(y, served), 6)}
+    if reference is not None:
+        out["agreement_with_reference"] = round(fidelity(reference, served), 6)
+        out["mean_l1_to_reference"] = round(mean_l1(reference, served), 6)
+    return out
 
 
 def transcript_summary(path: str | Path) -> dict[str, Any]:

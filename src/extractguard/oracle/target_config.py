@@ -117,6 +117,38 @@ class JsonMapping(_Strict):
         return self
 
 
+class Variant(_Strict):
+    """One way of calling the same endpoint, e.g. one gateway tier, reached with its own API key.
+
+    A target with variants is assessed once per variant: the first variant is the *reference*
+    (normally an undefended tier), whose probe answers stand for the owner's model, so each
+    variant's stolen copy is scored against the real model and each variant's honest-user
+    accuracy is measured on the same probe rows.  That makes one row per defense in the report.
+    """
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="Short label used in the report.")
+    description: str | None = None
+    keys: list[str] = Field(default_factory=list)
+    key_env: list[str] = Field(default_factory=list)
+    output: str | None = Field(default=None, description="What this variant answers (default: the target's output).")
+
+    @field_validator("output")
+    @classmethod
+    def _output(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            return str(OutputSpec.parse(v))
+        except ConfigurationError as exc:
+            raise ValueError(str(exc)) from None
+
+    @model_validator(mode="after")
+    def _check(self) -> Variant:
+        if not (self.keys or self.key_env):
+            raise ValueError(f"variant {self.name!r} needs keys or key_env (the API key that selects it)")
+        return self
+
+
 class TargetConfig(_Strict):
     """A remote target and the campaign settings that go with it."""
 
@@ -147,6 +179,9 @@ class TargetConfig(_Strict):
     attacker_data: str | None = None
     probe_data: str
     authorization: Authorization
+    variants: list[Variant] = Field(
+        default_factory=list, description="Assess each (e.g. each gateway tier/defense) against the first."
+    )
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -174,7 +209,27 @@ class TargetConfig(_Strict):
             raise ValueError("protocol 'oip' needs 'model' (the model name in /v2/models/{model}/infer)")
         if self.protocol == "json" and self.json_mapping is None:
             raise ValueError("protocol 'json' needs a 'json' block (request template and response paths)")
+        names = [v.name for v in self.variants]
+        if len(set(names)) != len(names):
+            raise ValueError(f"variant names must be unique, got {names}")
+        if len(self.variants) == 1:
+            raise ValueError("give at least two variants (the first is the reference), or none")
         return self
+
+    def for_variant(self, variant: Variant) -> TargetConfig:
+        """This target as seen through ``variant``: its keys and output, its own transcript file."""
+        transcript = Path(self.transcript)
+        copy = self.model_copy(
+            update={
+                "keys": list(variant.keys),
+                "key_env": list(variant.key_env),
+                "output": variant.output or self.output,
+                "transcript": str(transcript.with_name(f"{transcript.stem}-{variant.name}{transcript.suffix or '.sqlite'}")),
+                "variants": [],
+            }
+        )
+        copy._base_dir = self._base_dir
+        return copy
 
     # -- resolved views ----------------------------------------------------------------------
     @property
@@ -223,6 +278,7 @@ class TargetConfig(_Strict):
             "price_per_query": self.price_per_query,
             "spend_cap": self.spend_cap,
             "authorization": self.authorization.model_dump(exclude_none=True),
+            **({"variants": [v.name for v in self.variants]} if self.variants else {}),
         }
 
 
