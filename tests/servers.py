@@ -58,6 +58,7 @@ class ModelServer:
         deny_all: bool = False,
         delay: float = 0.0,
         seed: int = 0,
+        tls_cert: str | None = None,
     ) -> None:
         self.target = target
         self.model_name = model_name
@@ -68,6 +69,7 @@ class ModelServer:
         self.retry_after = retry_after
         self.deny_all = deny_all
         self.delay = delay
+        self.tls_cert = tls_cert  # PEM with the private key and certificate chain: serve HTTPS
         self.counts = ServerCounts()
         self._rng = random.Random(seed)
         self._deadlines: dict[str, float] = {}
@@ -160,7 +162,7 @@ class ModelServer:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
         config = uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="error", lifespan="off",
-                                access_log=False)
+                                access_log=False, ssl_certfile=self.tls_cert)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)
         self._thread.start()
@@ -171,7 +173,7 @@ class ModelServer:
         else:
             raise RuntimeError("test server did not start")
         self._sock = sock
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"{'https' if self.tls_cert else 'http'}://127.0.0.1:{port}"
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -121,6 +121,37 @@ def test_sqlite_storage_speaks_the_limits_api(tmp_path: Path) -> None:
     assert lim.get_window_stats(item, "other").remaining == 5
     s.clear(item.key_for("k"))
     assert lim.test(item, "k", cost=5) and s.check()
+    # An expired window restarts at the new amount; a live one grows.
+    assert s.incr("w", 0, 5) == 5 and s.incr("w", 3600, 2) == 2 and s.incr("w", 3600, 3) == 5
+    # atomic(): a failure inside the block charges nothing.
+    with pytest.raises(RuntimeError), s.atomic():
+        s.incr("w", 3600, 100)
+        raise RuntimeError
+    assert s.get("w") == 5
+
+
+def test_sqlite_limits_shared_by_threads_and_instances_never_overspend(tmp_path: Path) -> None:
+    import threading
+
+    from extractguard.gateway import RateLimits, parse_config
+
+    cfg = parse_config({"model": {"victim": "iris-logreg"}, "state_dir": str(tmp_path),
+                        "tiers": {"t": {"limits": ["40/hour"], "quota": "1000/month"}}})
+    limiters = [RateLimits(cfg), RateLimits(cfg)]  # two connections to one file, as two replicas
+    served: list[int] = []
+
+    def client(i: int) -> None:
+        for _ in range(20):
+            if limiters[i % 2].charge("k", "acme", "t", "127.0.0.1", 1) is None:
+                served.append(1)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(served) == 40
+    assert limiters[0].remaining("k", "acme", "t") == {"40/hour": 0, "1000/month": 960}
 
 
 def _ip_server(tmp_path: Path, iris, trusted: list[str]):  # type: ignore[no-untyped-def]

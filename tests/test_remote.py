@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -129,9 +130,9 @@ def test_sigkilled_campaign_resumes_paying_exactly_its_budget(victim: Any, data_
         paid_at_kill = srv.counts.paid_rows
         assert PROBE_ROWS + 120 <= paid_at_kill < PROBE_ROWS + budget, "the kill must land mid-campaign"
 
-        resumed = subprocess.run(cli_args(cfg, tmp_path / "report", "--resume"), env=cli_env(),
-                                 capture_output=True, text=True, timeout=300)
-        assert resumed.returncode == 0, resumed.stderr
+        # Resume through the same CLI command, in-process (saves a second slow interpreter start).
+        resumed = CliRunner().invoke(app, cli_args(cfg, tmp_path / "report", "--resume")[3:])
+        assert resumed.exit_code == 0, resumed.output
         # Exactly the budget plus the probe answers were paid, across both sessions.
         assert srv.counts.paid_rows == budget + PROBE_ROWS
         # Rows recomputed by the server at most once per request in flight at the kill
@@ -151,6 +152,44 @@ def test_sigkilled_campaign_resumes_paying_exactly_its_budget(victim: Any, data_
     assert report["target"]["evaluation_queries"]["rows"] == PROBE_ROWS
     assert report["target"]["paid_queries"]["attack"] == {"knockoff": budget}
     assert report["runs"][0]["queries"] == budget
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert AUTH["statement"] in page and f"evaluation {PROBE_ROWS}" in page and "not</b> charged" in page
+
+
+def test_ctrl_c_lets_requests_in_flight_finish_and_commits_them(victim: Any, data_dir: Path, tmp_path: Path) -> None:
+    # Ctrl-C (SIGINT) while attack requests are in flight (the server holds each for 0.2 s): the
+    # campaign stops with one line, but every answer the server computed is in the transcript,
+    # so the resumed campaign makes the server compute each row exactly once overall.
+    budget = 200
+    with ModelServer(victim.target, delay=0.2) as srv:
+        cfg = write_config(tmp_path / "t.yaml", config_dict(srv.url, data_dir, tmp_path / "t.sqlite"))
+        args = ["assess", "--target", str(cfg), "--attack", "random", "--budgets", "100,200", "--surrogate",
+                "linear", "--out", str(tmp_path / "r")]
+        finished = threading.Event()
+
+        def press_ctrl_c() -> None:  # once the 3rd attack request (of 10) has reached the server
+            while not finished.is_set():
+                if srv.counts.requests >= PROBE_ROWS // 20 + 3:
+                    os.kill(os.getpid(), signal.SIGINT)
+                    return
+                time.sleep(0.002)
+
+        watcher = threading.Thread(target=press_ctrl_c, daemon=True)
+        watcher.start()
+        try:
+            stopped = CliRunner().invoke(app, args)
+        finally:
+            finished.set()
+            watcher.join()
+        assert stopped.exit_code == 2 and "interrupted" in stopped.output and "--resume" in stopped.output
+        with SqliteTranscript(tmp_path / "t.sqlite") as store:
+            committed = store.paid_rows()
+        assert PROBE_ROWS < committed < PROBE_ROWS + budget
+        assert srv.counts.rows_answered == committed  # nothing computed and then thrown away
+
+        resumed = CliRunner().invoke(app, [*args, "--resume"])
+        assert resumed.exit_code == 0, resumed.output
+        assert srv.counts.rows_answered == srv.counts.paid_rows == budget + PROBE_ROWS
 
 
 def test_throttled_campaign_loses_nothing_and_honours_retry_after(victim: Any, data_dir: Path, tmp_path: Path) -> None:
@@ -358,3 +397,30 @@ def test_local_oracle_can_record_into_sqlite(victim: Any, tmp_path: Path) -> Non
         assert store.runs() == {"local": 10}
         _, second = store.lookup("local", 1, 0)  # type: ignore[misc]
     assert second.scores is not None and np.allclose(second.scores.sum(1), 1, atol=0.06)
+
+
+def test_tls_is_verified_by_default_and_a_private_ca_can_be_trusted(victim: Any, data_dir: Path,
+                                                                     tmp_path: Path) -> None:
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    X = victim.probe()[0][:30].astype(np.float64)
+    with ModelServer(victim.target, tls_cert=str(tmp_path / "server.pem")) as srv:
+        assert srv.url.startswith("https://")
+        # Default: verification on; the private CA is unknown, so the campaign stops at once.
+        target = RemoteTarget(parse_target_config(config_dict(srv.url, data_dir, tmp_path / "a.sqlite")))
+        with pytest.raises(RemoteTargetError, match="TLS certificate .* not trusted.*tls_verify") as err:
+            target.answer(X)
+        assert "\n" not in str(err.value) and target.stats.retries == 0
+        assert srv.counts.requests == 0
+        # Trusting the private CA's bundle (path relative to the YAML file) works.
+        cfg = write_config(tmp_path / "t.yaml", config_dict(srv.url, data_dir, tmp_path / "b.sqlite",
+                                                            tls_verify="ca.pem"))
+        answer = RemoteTarget(load_target_config(cfg)).answer(X)
+        assert srv.counts.rows_answered == 30
+    np.testing.assert_allclose(answer.scores, victim.target.predict(X).probabilities, atol=1e-12)
+    missing = parse_target_config(config_dict("https://127.0.0.1:9", data_dir, tmp_path / "c.sqlite",
+                                              tls_verify="nowhere.pem"))
+    with pytest.raises(ConfigurationError, match="CA bundle not found"):
+        RemoteTarget(missing).answer(X)

@@ -14,6 +14,7 @@ from extractguard.attacks.jacobian import JacobianAugmentation
 from extractguard.attacks.knockoff import KnockoffNets
 from extractguard.attacks.knockoff_adaptive import KnockoffAdaptive
 from extractguard.attacks.lowd_meek import LowdMeek
+from extractguard.attacks.path_finding import PathFinding
 from extractguard.attacks.random_queries import RandomQueries
 from extractguard.attacks.transfer import TransferAttack
 from extractguard.errors import ConfigurationError
@@ -25,7 +26,7 @@ ATTACKS.update({cls.name: cls for cls in (
     KnockoffAdaptive, ActiveThief, ActiveThiefEntropy, ActiveThiefKCenter, ActiveThiefDFAL, JacobianAugmentation,
 )})
 # Exact / analytic attacks (Tramèr 2016, Lowd & Meek 2005, Jagielski 2020).
-ATTACKS.update({cls.name: cls for cls in (EquationSolving, LowdMeek, FunctionallyEquivalent)})
+ATTACKS.update({cls.name: cls for cls in (EquationSolving, LowdMeek, PathFinding, FunctionallyEquivalent)})
 # Transfer learning from a pretrained encoder (text victims).
 ATTACKS.update({cls.name: cls for cls in (TransferAttack,)})
 
@@ -48,5 +49,5 @@ def create_attack(
 __all__ = [
     "ATTACKS", "ActiveThief", "ActiveThiefDFAL", "ActiveThiefEntropy", "ActiveThiefKCenter", "Attack", "Checkpoint",
     "CheckpointCallback", "EquationSolving", "FunctionallyEquivalent", "JacobianAugmentation", "KnockoffAdaptive",
-    "KnockoffNets", "LowdMeek", "RandomQueries", "TransferAttack", "create_attack",
+    "KnockoffNets", "LowdMeek", "PathFinding", "RandomQueries", "TransferAttack", "create_attack",
 ]

@@ -81,6 +81,7 @@ class ActiveThief(Attack):
     name: ClassVar[str] = "activethief"
     paper: ClassVar[str] = "Pal et al. 2020, ActiveThief: Model Extraction Using Active Learning and Unannotated Public Data"
     needs_pool = True
+    supports_text = True  # entropy and k-center work from the student's probabilities
     fixed_strategy: ClassVar[str | None] = None
 
     def __init__(
@@ -182,3 +183,4 @@ class ActiveThiefDFAL(ActiveThief):
 
     name = "activethief-dfal"
     fixed_strategy = "dfal"
+    supports_text = False  # DeepFool needs a differentiable student on numeric inputs

@@ -68,6 +68,12 @@ def check_output(attack: str, oracle: Oracle, allowed: Sequence[str]) -> None:
         )
 
 
+def check_numeric(attack: str, schema: InputSchema) -> None:
+    """Analytic attacks move along lines in input space: text inputs have none."""
+    if schema.is_text:
+        raise ConfigurationError(f"{attack} needs numeric inputs; this target takes text")
+
+
 def check_surrogate(attack: str, surrogate: str) -> None:
     """Analytic attacks rebuild the victim's own model family; a student choice makes no sense."""
     if surrogate not in ("auto", "recovered"):
@@ -111,7 +117,9 @@ class AlgorithmicAttack(Attack):
         Raises :class:`OutOfQueries` (a ConfigurationError) when the budget is too small.  One
         checkpoint is reported per budget in ``checkpoints`` that is >= the real query count.
         """
+        self._check_input_kind(oracle.schema)
         check_output(self.name, oracle, self.outputs)
+        check_numeric(self.name, oracle.schema)
         if budget is None:
             budget = oracle.remaining
         if budget is None or budget <= 0:

@@ -54,6 +54,9 @@ class Attack(ABC):
     paper: ClassVar[str] = ""
     #: Whether the attack draws natural inputs from an attacker pool.
     needs_pool: ClassVar[bool] = False
+    #: Whether the attack can query text models (one string per query).  Attacks that synthesise
+    #: or perturb numeric rows cannot; they are refused on a text target before any query.
+    supports_text: ClassVar[bool] = False
 
     def __init__(self, surrogate: str = "auto", batch_size: int = 100, seed: int = 0) -> None:
         self.surrogate = surrogate
@@ -85,6 +88,15 @@ class Attack(ABC):
             out["surrogate_selected"] = chosen.to_dict()
         return out
 
+    def _check_input_kind(self, schema: InputSchema) -> None:
+        """Refuse a text target, before any query, unless the attack can query strings."""
+        if schema.is_text and not self.supports_text:
+            raise ConfigurationError(
+                f"the {self.name} attack works on numeric inputs and cannot write text for a text model; "
+                "use one that queries natural texts from a pool: knockoff, activethief, activethief-entropy, "
+                "activethief-kcenter or transfer"
+            )
+
     # -- the loop -------------------------------------------------------------------------
     def fit_surrogate(self, schema: InputSchema) -> Surrogate:
         """A fresh surrogate trained on every answer so far."""
@@ -113,6 +125,7 @@ class Attack(ABC):
         marks = sorted({int(c) for c in (checkpoints or [budget]) if 0 < int(c) <= budget})
         if not marks:
             raise ConfigurationError(f"no checkpoint within the budget of {budget} queries")
+        self._check_input_kind(oracle.schema)
         rng = np.random.default_rng(self.seed)
         self._X: list[np.ndarray] = []
         self._Y: list[np.ndarray] = []

@@ -11,7 +11,8 @@ the parameters are recovered in raw-input space.
 
 Saturation: a probability that is exactly 0 (or 1) in float64 has no usable logarithm.  The
 query design uses only public knowledge, the schema bounds: it starts at the centre of the input
-box, and if that answer is saturated it looks for a point of another class and bisects towards
+box, and if that answer is saturated it looks for a point of another class (random points and
+random corners of the box) and bisects towards
 the decision boundary, where logits are moderate; the ``d`` other queries are small steps from
 that anchor along each feature.  A saturated step is re-asked with half the step.  Every one of
 these queries counts.
@@ -29,7 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 from scipy.optimize import minimize
 
-from extractguard.attacks.algorithmic import check_output, check_surrogate
+from extractguard.attacks.algorithmic import check_numeric, check_output, check_surrogate
 from extractguard.attacks.base import Attack, CheckpointCallback
 from extractguard.errors import ConfigurationError
 from extractguard.oracle import Answer, Oracle
@@ -91,6 +92,7 @@ class EquationSolving(Attack):
         under-determined system: an honest partial result at the real query count.
         """
         check_output(self.name, oracle, self.outputs)
+        check_numeric(self.name, oracle.schema)
         self._mode = oracle.output.kind
         super().fit(oracle, budget, checkpoints, callback)
         return self
@@ -199,7 +201,13 @@ class EquationSolving(Attack):
                 f"{self._anchor_queries} queries; the model is too confident on its input domain"
             )
         if self._other is None:
-            nxt = self._rng.uniform(self._low, self._high)
+            # Alternate uniform points with random corners of the box: a linear logit varies
+            # most between corners (its extremes over a box are corners), which matters when
+            # the data, and the other class, live in a small corner of the documented domain.
+            if self._anchor_queries % 2:
+                nxt = np.where(self._rng.random(self._low.shape[0]) < 0.5, self._low, self._high)
+            else:
+                nxt = self._rng.uniform(self._low, self._high)
         else:
             # Logits are affine along the segment and change sign between the two labels.
             nxt = (self._far[0] + self._other) / 2

@@ -26,6 +26,7 @@ class KnockoffNets(Attack):
     name = "knockoff"
     paper = "Orekondy, Schiele & Fritz 2019, Knockoff Nets: Stealing Functionality of Black-Box Models"
     needs_pool = True
+    supports_text = True
 
     def __init__(
         self, pool: np.ndarray, surrogate: str = "auto", batch_size: int = 100, seed: int = 0

@@ -104,7 +104,7 @@ class KnockoffAdaptive(Attack):
         pool: np.ndarray,
         pool_labels: np.ndarray | None = None,
         n_arms: int = 20,
-        reward: str = "certainty+diversity",
+        reward: str = "all",
         lr: float = 0.2,
         step: int = 10,
         window: int = 25,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 
 from extractguard.attacks.base import Attack
-from extractguard.errors import ConfigurationError
 from extractguard.oracle.schema import InputSchema
 
 
@@ -22,11 +21,6 @@ class RandomQueries(Attack):
     paper = "Tramèr et al. 2016, Stealing Machine Learning Models via Prediction APIs (random baseline)"
 
     def _start(self, schema: InputSchema, rng: np.random.Generator) -> None:
-        if schema.is_text:
-            raise ConfigurationError(
-                "the random attack draws numbers within documented bounds and cannot write text; "
-                "use a pool-based attack (knockoff, transfer) on text models"
-            )
         self._rng = rng
         self._low = np.asarray(schema.low, dtype=np.float64)
         self._high = np.asarray(schema.high, dtype=np.float64)

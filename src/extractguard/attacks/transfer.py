@@ -36,7 +36,9 @@ class TransferAttack(Attack):
     surrogate:
         The head: ``auto``/``logreg`` (soft-label logistic regression) or ``mlp``.
     encoder:
-        Name of a bundled sentence encoder (see ``surrogates.text.ENCODERS``).
+        Name of a bundled sentence encoder (see ``surrogates.text.ENCODERS``), or a
+        :class:`SentenceEncoder` to share its embedding cache between runs (benchmarks that
+        attack several victims over the same texts embed each text once).
     strategy:
         ``random`` (Knockoff-style sampling) or ``uncertainty`` (margin-based active learning).
     features:
@@ -48,12 +50,13 @@ class TransferAttack(Attack):
     name = "transfer"
     paper = "Krishna et al. 2020, Thieves on Sesame Street! Model Extraction of BERT-based APIs (frozen-encoder variant)"
     needs_pool = True
+    supports_text = True
 
     def __init__(
         self,
         pool: np.ndarray,
         surrogate: str = "auto",
-        encoder: str = "all-MiniLM-L6-v2",
+        encoder: str | SentenceEncoder = "all-MiniLM-L6-v2",
         strategy: str = "random",
         features: str = "embedding+tfidf",
         C: float = 100.0,
@@ -77,6 +80,7 @@ class TransferAttack(Attack):
     def params(self) -> dict[str, object]:
         out = super().params()
         out["pool"] = f"{len(self.pool)} texts"
+        out["encoder"] = getattr(self.encoder, "name", self.encoder)
         return out
 
     @property
@@ -91,7 +95,7 @@ class TransferAttack(Attack):
             )
         pool = schema.validate(self.pool, what="attacker pool")
         # Loaded here, before any query, so a missing 'text' extra costs no budget.
-        self.encoder_ = SentenceEncoder(self.encoder)
+        self.encoder_ = self.encoder if isinstance(self.encoder, SentenceEncoder) else SentenceEncoder(self.encoder)
         self._pool = pool
         self._rng = rng
         self._order = rng.permutation(pool.shape[0])

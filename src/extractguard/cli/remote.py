@@ -44,45 +44,55 @@ def assess_remote(
         TextColumn("fidelity {task.fields[fidelity]}"), TimeElapsedColumn(), console=console, transient=False,
     )
     tasks: dict[str, Any] = {}
-    with progress:
+    prefix = [""]  # names the variant being run, when the target has variants
 
-        def add_tasks(prefix: str = "") -> None:
-            tasks.clear()
-            tasks[PROBE_RUN] = progress.add_task(f"{prefix}probe (eval)", total=None, spend=0.0, throttled=0, fidelity="–")
+    def shown() -> Progress:
+        # Started on the first answer, so that refusals found before anything is sent (existing
+        # transcript, changed settings, unreadable data) print as one clean line, no bar above.
+        if not tasks:
+            if not progress.live.is_started:
+                progress.start()
+            p = prefix[0]
+            tasks[PROBE_RUN] = progress.add_task(f"{p}probe (eval)", total=None, spend=0.0, throttled=0, fidelity="–")
             for n in names:
                 tasks[attack_run_name(n)] = progress.add_task(
-                    f"{prefix}{n}", total=ladder[-1], spend=0.0, throttled=0, fidelity="–"
+                    f"{p}{n}", total=ladder[-1], spend=0.0, throttled=0, fidelity="–"
                 )
+        return progress
 
-        def on_query(run: str, used: int, budget: int, spend: float, throttled: int) -> None:
-            if run in tasks:
-                progress.update(tasks[run], completed=used, spend=spend, throttled=throttled)
+    def on_query(run: str, used: int, budget: int, spend: float, throttled: int) -> None:
+        shown()
+        if run in tasks:
+            progress.update(tasks[run], completed=used, spend=spend, throttled=throttled)
 
-        def on_point(attack: str, point: Any) -> None:
-            progress.update(tasks[attack_run_name(attack)], fidelity=f"{point.fidelity:.3f} @ {point.queries}")
+    def on_point(attack: str, point: Any) -> None:
+        shown().update(tasks[attack_run_name(attack)], fidelity=f"{point.fidelity:.3f} @ {point.queries}")
 
-        def on_probe(n: int) -> None:
-            progress.update(tasks[PROBE_RUN], total=n, completed=n)
+    def on_probe(n: int) -> None:
+        shown().update(tasks[PROBE_RUN], total=n, completed=n)
 
-        def on_variant(i: int, variant: Any, sub: Any) -> None:
-            role = "reference" if i == 0 else "compared"
-            progress.console.print(f"variant {variant.name} ({role}, {sub.output}); transcript {sub.transcript_path}")
-            add_tasks(f"{variant.name}: ")
+    def on_variant(i: int, variant: Any, sub: Any) -> None:
+        role = "reference" if i == 0 else "compared"
+        progress.console.print(f"variant {variant.name} ({role}, {sub.output}); transcript {sub.transcript_path}")
+        prefix[0] = f"{variant.name}: "
+        tasks.clear()  # the next answer adds this variant's bars
 
-        try:
-            if config.variants:
-                result = run_variant_comparison(
-                    config, names, ladder, seed=seed, surrogate=surrogate, resume=resume, on_variant=on_variant,
-                    on_query=on_query, on_point=on_point, on_probe=on_probe,
-                )
-            else:
-                add_tasks()
-                result = run_campaign(config, names, ladder, seed=seed, surrogate=surrogate, resume=resume,
-                                      on_query=on_query, on_point=on_point, on_probe=on_probe)
-        except KeyboardInterrupt:
-            raise ConfigurationError(
-                f"interrupted; answers so far are in {config.transcript_path}: run again with --resume"
-            ) from None
+    try:
+        if config.variants:
+            result = run_variant_comparison(
+                config, names, ladder, seed=seed, surrogate=surrogate, resume=resume, on_variant=on_variant,
+                on_query=on_query, on_point=on_point, on_probe=on_probe,
+            )
+        else:
+            result = run_campaign(config, names, ladder, seed=seed, surrogate=surrogate, resume=resume,
+                                  on_query=on_query, on_point=on_point, on_probe=on_probe)
+    except KeyboardInterrupt:
+        raise ConfigurationError(
+            f"interrupted; answers so far are in {config.transcript_path}: run again with --resume"
+        ) from None
+    finally:
+        if progress.live.is_started:  # stopping a never-started bar would print an empty line
+            progress.stop()
     json_path, html_path = write_report(result, out)
 
     table = Table(title=f"Fidelity vs queries ({result.output} answers, {result.probe_size} held-out probe rows)")

@@ -117,6 +117,21 @@ def _fmt(v: Any, digits: int = 3) -> str:
     return html.escape(str(v))
 
 
+def _remote_section(target: dict[str, Any]) -> str:
+    """For a remote campaign: who authorised it, and what was paid for attacks vs evaluation."""
+    auth, paid = target.get("authorization"), target.get("paid_queries")
+    if not isinstance(auth, dict) or not isinstance(paid, dict):
+        return ""
+    who = ", ".join(html.escape(f"{k}: {v}") for k, v in auth.items() if k != "statement")
+    attack_rows = " + ".join(f"{html.escape(str(k))} {v}" for k, v in paid.get("attack", {}).items()) or "0"
+    return (
+        f"<h2>Remote campaign</h2>\n<p id=\"authorization\">Authorised: &ldquo;{html.escape(str(auth.get('statement', '')))}"
+        f"&rdquo; ({who})</p>\n<p id=\"paid\">Paid queries: attacks {attack_rows}; evaluation {paid.get('evaluation', 0)} "
+        f"(the probe set's answers, fetched once from the endpoint to measure fidelity, <b>not</b> charged to any "
+        f"attack's budget); total {paid.get('total', 0)}, spend {paid.get('spend', 0)}.</p>\n"
+    )
+
+
 def render_html(assessment: Assessment, png: bytes) -> str:
     """The report page as one HTML string."""
     a = assessment
@@ -144,6 +159,7 @@ def render_html(assessment: Assessment, png: bytes) -> str:
                 f"<td>{_fmt(p.train_seconds, 2)}</td></tr>"
             )
     victim_acc = "–" if a.victim_probe_accuracy is None else f"{a.victim_probe_accuracy:.3f}"
+    remote = _remote_section(a.target)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>ExtractGuard assessment</title>
 <meta name="viewport" content="width=device-width, initial-scale=1"><style>{_CSS}</style></head>
@@ -164,7 +180,7 @@ accuracy on them is {victim_acc}.</p>
 <h2>Every checkpoint</h2>
 <table id="points"><thead><tr><th>attack</th><th>budget</th><th>real queries</th><th>fidelity</th><th>accuracy</th>
 <th>mean L1</th><th>mean KL</th><th>spend</th><th>train s</th></tr></thead><tbody>{"".join(rows)}</tbody></table>
-<h2>Target</h2>
+{remote}<h2>Target</h2>
 <table class="kv"><tbody>{target_rows}</tbody></table>
 </body></html>
 """

@@ -6,8 +6,9 @@ spends exactly what 100 single-row requests spend.
 
 Limits are checked first and charged only when all of them pass, so a refused request costs
 nothing (a caller who overshoots a monthly quota by one batch does not lose the rest of it).
-Between the check and the charge another replica may spend the same headroom; the charge still
-reports it and the request is refused, so at worst a concurrent burst is refused slightly early.
+On SQLite the check and the charge are one transaction.  On Redis another replica may spend the
+same headroom between them; the charge still reports it and the request is refused, so at worst a
+concurrent burst is refused slightly early.
 """
 
 from __future__ import annotations
@@ -39,6 +40,11 @@ class _Rule:
     scope: str
     item: RateLimitItem
     text: str
+
+
+class _Exceeded(Exception):
+    def __init__(self, rule: _Rule, ids: tuple[str, ...]) -> None:
+        self.rule, self.ids = rule, ids
 
 
 def _rows_for_spend(cap: float, price: float) -> int:
@@ -86,6 +92,20 @@ class RateLimits:
     def charge(self, key_id: str, account: str, tier: str, ip: str, rows: int) -> Refusal | None:
         """Charge ``rows`` to every applicable limit, or refuse (charging nothing) and say why."""
         rules = self._rules(key_id, account, tier, ip)
+        if not rules:
+            return None
+        atomic = getattr(self.storage, "atomic", None)
+        if atomic is not None:
+            # Our SQLite storage: charge every limit in one transaction and roll it back if any
+            # limit is exceeded, so the check and the charge cannot be separated.
+            try:
+                with atomic():
+                    for rule, ids in rules:
+                        if not self.limiter.hit(rule.item, *ids, cost=rows):
+                            raise _Exceeded(rule, ids)
+            except _Exceeded as exc:
+                return self._refusal(exc.rule, exc.ids, rows)
+            return None
         for rule, ids in rules:
             if not self.limiter.test(rule.item, *ids, cost=rows):
                 return self._refusal(rule, ids, rows)

@@ -7,8 +7,8 @@ owner to run a database server.  Subclassing :class:`limits.storage.Storage` reg
 built-in URIs and the rest of the gateway never knows which backend it talks to.
 
 Only the fixed-window strategy is supported (``incr``/``get``/``get_expiry``): it is what the
-gateway uses for every limit and quota.  Each increment is one ``BEGIN IMMEDIATE`` transaction,
-so several processes sharing the file still count correctly.
+gateway uses for every limit and quota.  Each increment is one atomic UPSERT statement, so
+several processes sharing the file still count correctly.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from limits.storage import Storage
@@ -32,7 +34,7 @@ class SQLiteStorage(Storage):
         path = rest[1:] if rest.startswith("/") else rest  # sqlite:///rel.db, sqlite:////abs.db
         self.path = Path(path) if path else Path("limits.db")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entered by incr/get inside atomic()
         self._conn = sqlite3.connect(str(self.path), timeout=30, check_same_thread=False, isolation_level=None)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
@@ -40,31 +42,43 @@ class SQLiteStorage(Storage):
             "CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, value INTEGER NOT NULL, expires REAL NOT NULL)"
         )
 
+    @contextmanager
+    def atomic(self) -> Iterator[None]:
+        """Run several counter reads and increments as one transaction.
+
+        The gateway checks and charges all of a request's limits inside one ``atomic()`` block:
+        other threads and processes cannot spend the same headroom between the check and the
+        charge, and the request costs one commit instead of one per limit.
+        """
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
     @property
     def base_exceptions(self) -> type[Exception]:
         return sqlite3.Error
 
     def incr(self, key: str, expiry: int, amount: int = 1) -> int:
+        # One UPSERT ... RETURNING statement is one atomic SQLite transaction (autocommit, or part
+        # of an enclosing atomic() block): a
+        # counter whose window has expired restarts at ``amount``, otherwise it grows.  A single
+        # statement instead of BEGIN/SELECT/INSERT/COMMIT keeps the per-request cost low.
         now = time.time()
         with self._lock:
-            c = self._conn
-            c.execute("BEGIN IMMEDIATE")
-            try:
-                row = c.execute("SELECT value, expires FROM counters WHERE key = ?", (key,)).fetchone()
-                if row is None or row[1] <= now:
-                    value, expires = amount, now + expiry
-                else:
-                    value, expires = row[0] + amount, row[1]
-                c.execute(
-                    "INSERT INTO counters (key, value, expires) VALUES (?, ?, ?) "
-                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value, expires = excluded.expires",
-                    (key, value, expires),
-                )
-                c.execute("COMMIT")
-            except BaseException:
-                c.execute("ROLLBACK")
-                raise
-        return int(value)
+            row = self._conn.execute(
+                "INSERT INTO counters (key, value, expires) VALUES (?1, ?2, ?3) "
+                "ON CONFLICT(key) DO UPDATE SET "
+                "value = CASE WHEN counters.expires <= ?4 THEN excluded.value ELSE counters.value + excluded.value END, "
+                "expires = CASE WHEN counters.expires <= ?4 THEN excluded.expires ELSE counters.expires END "
+                "RETURNING value",
+                (key, amount, now + expiry, now),
+            ).fetchone()
+        return int(row[0])
 
     def get(self, key: str) -> int:
         with self._lock:

@@ -107,6 +107,35 @@ def _substitute(template: Any, rows: list[list[float]]) -> Any:
     return template
 
 
+def _tls_failure(exc: BaseException) -> str | None:
+    """The reason if ``exc`` (or what caused it) is a failed certificate verification."""
+    import ssl
+
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return None
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return seen.verify_message or str(seen)
+        if "CERTIFICATE_VERIFY_FAILED" in str(seen):
+            return "certificate verify failed"
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+async def _pause(seconds: float, stop: asyncio.Event) -> None:
+    """Sleep, but give up (raise :class:`_Stopped`) as soon as the batch is being stopped."""
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except asyncio.TimeoutError:
+        return
+    raise _Stopped()
+
+
+class _Stopped(Exception):
+    """A request not sent because another one in the same batch failed for good."""
+
+
 class RemoteTarget:
     """A model behind an HTTP API, configured by a :class:`TargetConfig`.
 
@@ -240,7 +269,7 @@ class RemoteTarget:
         return delay
 
     async def _send(
-        self, client: Any, sem: asyncio.Semaphore, rows: np.ndarray, request_id: str
+        self, client: Any, sem: asyncio.Semaphore, rows: np.ndarray, request_id: str, stop: asyncio.Event
     ) -> tuple[Answer, int]:
         import httpx
 
@@ -252,14 +281,22 @@ class RemoteTarget:
                 wait = self._key_not_before.get(key, 0.0) - time.monotonic()
                 if wait > 0:
                     self.stats.waited_seconds += wait
-                    await asyncio.sleep(wait)
+                    await _pause(wait, stop)
             status: int | None = None
             retry_after: float | None = None
             async with sem:
+                if stop.is_set():  # another request hit a fatal error: send nothing new
+                    raise _Stopped()
                 try:
                     resp = await client.post(self.url, json=body, headers=self._headers(key, request_id))
                     status = resp.status_code
                 except httpx.TransportError as exc:
+                    tls = _tls_failure(exc)
+                    if tls is not None:  # retrying cannot fix a certificate: stop now, clearly
+                        raise RemoteTargetError(
+                            f"TLS certificate of {self.url} not trusted ({tls}); for a private CA set tls_verify "
+                            "to its CA bundle path (tls_verify: false disables the check, not recommended)"
+                        ) from None
                     self.stats.network_errors += 1
                     problem = f"network error: {type(exc).__name__}: {exc}".strip()
             self.stats.requests += 1
@@ -305,7 +342,7 @@ class RemoteTarget:
                 self._key_not_before[key] = max(self._key_not_before.get(key, 0.0), time.monotonic() + retry_after)
             self.stats.retries += 1
             self.stats.waited_seconds += delay
-            await asyncio.sleep(delay)
+            await _pause(delay, stop)
             attempt += 1
 
     async def _fetch(
@@ -320,24 +357,54 @@ class RemoteTarget:
         sem = asyncio.Semaphore(self.config.concurrency)
         results: list[Answer | None] = [None] * len(chunks)
         async with httpx.AsyncClient(
-            verify=self.config.tls_verify, timeout=self.config.timeout, limits=limits, transport=self._transport
+            verify=self._verify(), timeout=self.config.timeout, limits=limits, transport=self._transport
         ) as client:
 
+            stop = asyncio.Event()
+
             async def one(i: int) -> None:
-                answer, attempts = await self._send(client, sem, chunks[i], request_ids[i])
-                if on_answer is not None:
-                    on_answer(i, answer, attempts)  # commits to the transcript before anyone uses it
+                try:
+                    answer, attempts = await self._send(client, sem, chunks[i], request_ids[i], stop)
+                    if on_answer is not None:
+                        on_answer(i, answer, attempts)  # commits to the transcript before anyone uses it
+                except BaseException:
+                    stop.set()
+                    raise
                 results[i] = answer
 
             tasks = [asyncio.create_task(one(i)) for i in range(len(chunks))]
+            # After a fatal error, or Ctrl-C, no new request goes out, but those already in flight
+            # finish and are committed: an answer the server has charged for must not be thrown
+            # away.  Then report the first real failure.  (asyncio.wait, unlike gather, does not
+            # cancel the requests when this coroutine is cancelled by Ctrl-C; a second Ctrl-C
+            # still ends the process at once.)
             try:
-                await asyncio.gather(*tasks)
-            except BaseException:
+                await asyncio.wait(tasks)
+            except asyncio.CancelledError:
+                stop.set()
+                await asyncio.wait(tasks)
                 for t in tasks:
-                    t.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+                    t.exception()  # retrieve, so asyncio does not log "never retrieved"
                 raise
+            failures = [e for e in (t.exception() for t in tasks) if e is not None and not isinstance(e, _Stopped)]
+            if failures:
+                raise failures[0]
         return [r for r in results if r is not None]
+
+    def _verify(self) -> Any:
+        """TLS verification: on by default; a CA bundle path becomes an SSL context."""
+        verify = self.config.tls_verify
+        if isinstance(verify, str):
+            import ssl
+
+            path = self.config.path(verify)
+            if not path.is_file():
+                raise ConfigurationError(f"tls_verify: CA bundle not found: {path}")
+            try:
+                return ssl.create_default_context(cafile=str(path))
+            except ssl.SSLError as exc:
+                raise ConfigurationError(f"tls_verify: {path} is not a usable CA bundle: {exc}") from None
+        return verify
 
     def fetch(
         self,

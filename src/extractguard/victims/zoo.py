@@ -25,6 +25,9 @@ ARCHITECTURES: tuple[str, ...] = ("logreg", "tree", "mlp", "cnn", "mlp4", "mlp8"
 #: Architectures for text datasets (TF-IDF features in front of the classifier).
 TEXT_ARCHITECTURES: tuple[str, ...] = ("logreg", "mlp")
 TEXT_DATASETS: tuple[str, ...] = ("reviews",)
+#: Text victims: attacker pool and probe sizes (texts); the victim trains on the rest.  Fixed
+#: counts rather than fractions because every pool and probe text costs a sentence-encoder pass.
+TEXT_POOL_SIZE, TEXT_PROBE_SIZE = 800, 400
 DEFAULT_VICTIM = "mnist-cnn"
 #: Bump when training recipes change, so stale cached weights are not reused.
 ZOO_VERSION = 1
@@ -158,7 +161,9 @@ def _text_victim(arch: str, dataset: Dataset, splits: Splits, seed: int) -> Any:
     if arch == "logreg":
         clf: Any = LogisticRegression(C=10.0, max_iter=2000, random_state=seed)
     else:
-        clf = MLPClassifier(hidden_layer_sizes=(64,), alpha=1e-3, max_iter=60, random_state=seed)
+        # Mini-batches of 500 and 10 epochs: ~0.76 probe accuracy like the logistic victim, in
+        # seconds rather than minutes on ~26k TF-IDF features.
+        clf = MLPClassifier(hidden_layer_sizes=(64,), alpha=1e-3, batch_size=500, max_iter=10, random_state=seed)
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
@@ -166,6 +171,19 @@ def _text_victim(arch: str, dataset: Dataset, splits: Splits, seed: int) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # the MLP's fixed epoch budget is deliberate
         return make_pipeline(tfidf, clf).fit(dataset.X[splits.train], dataset.y[splits.train])
+
+
+def _text_splits(dataset: Dataset, seed: int) -> Splits:
+    """Stratified, seeded split with exactly TEXT_POOL_SIZE pool and TEXT_PROBE_SIZE probe texts
+    (``split_dataset`` takes fractions, which round to off-by-one counts)."""
+    from sklearn.model_selection import train_test_split
+
+    n = len(dataset.y)
+    if n <= TEXT_POOL_SIZE + TEXT_PROBE_SIZE:
+        raise ConfigurationError(f"{dataset.name} has {n} texts; a text victim needs more than {TEXT_POOL_SIZE + TEXT_PROBE_SIZE}")
+    rest, test = train_test_split(np.arange(n), test_size=TEXT_PROBE_SIZE, stratify=dataset.y, random_state=seed)
+    train, pool = train_test_split(rest, test_size=TEXT_POOL_SIZE, stratify=dataset.y[rest], random_state=seed + 1)
+    return Splits(np.sort(train), np.sort(pool), np.sort(test))
 
 
 def build_victim(
@@ -180,7 +198,7 @@ def build_victim(
     ds_name, arch = parse_victim_name(name)
     dataset = load_dataset(ds_name)
     if dataset.kind == "text":
-        splits = split_dataset(dataset, seed=seed)
+        splits = _text_splits(dataset, seed)
         model_t = _text_victim(arch, dataset, splits, seed)
         target_t = SklearnTarget(model_t, dataset.schema())
         accs = [
