@@ -13,6 +13,7 @@ from typing import Annotated, Any, Callable, Optional, TypeVar
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.markup import escape
 from rich.table import Table
 
 from extractguard import __version__
@@ -39,7 +40,8 @@ def user_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except ExtractGuardError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            # escape: messages quote user input and pip extras like 'extractguard[text]', not markup
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
@@ -191,6 +193,7 @@ def list_attacks() -> None:
 def list_victims_cmd() -> None:
     """List the built-in victims (DATASET-ARCH)."""
     from extractguard.data import load_dataset
+    from extractguard.errors import DataLoadError
     from extractguard.victims import list_victims
 
     table = Table(title="Built-in victims")
@@ -200,7 +203,11 @@ def list_victims_cmd() -> None:
     for name in list_victims():
         ds = name.rpartition("-")[0]
         if ds not in sources:
-            sources[ds] = load_dataset(ds).source
+            try:
+                sources[ds] = load_dataset(ds).source
+            except DataLoadError as exc:
+                # An optional dataset (e.g. the text one) is still a victim; say what it needs.
+                sources[ds] = escape(f"not installed: {exc}")
         table.add_row(name, sources[ds])
     console.print(table)
 
