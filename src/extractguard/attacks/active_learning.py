@@ -13,15 +13,14 @@ finds most informative.  Three selection strategies from the paper:
 
 from __future__ import annotations
 
-from typing import ClassVar, Sequence
+from typing import ClassVar
 
 import numpy as np
 
 from extractguard.attacks._gradients import deepfool_distances, torch_module
 from extractguard.attacks._pool import helper_family, resolve_size, validate_pool
-from extractguard.attacks.base import Attack, CheckpointCallback
+from extractguard.attacks.base import Attack
 from extractguard.errors import ConfigurationError
-from extractguard.oracle import Oracle
 from extractguard.oracle.schema import InputSchema
 from extractguard.surrogates import make_surrogate
 
@@ -106,18 +105,6 @@ class ActiveThief(Attack):
         self.initial = initial
         self.per_round = per_round
         self.max_candidates = max_candidates
-
-    def fit(
-        self,
-        oracle: Oracle,
-        budget: int | None = None,
-        checkpoints: Sequence[int] | None = None,
-        callback: CheckpointCallback | None = None,
-    ) -> ActiveThief:
-        # Round sizes default to fractions of the budget, so keep it for _start.
-        self._budget = int(budget if budget is not None else (oracle.remaining or 0))
-        super().fit(oracle, budget, checkpoints, callback)
-        return self
 
     def _start(self, schema: InputSchema, rng: np.random.Generator) -> None:
         self._schema = schema

@@ -112,13 +112,7 @@ class AlgorithmicAttack(Attack):
         """
         self._check_input_kind(oracle.schema)
         check_output(self.name, oracle, self.outputs)
-        if budget is None:
-            budget = oracle.remaining
-        if budget is None or budget <= 0:
-            raise ConfigurationError("an attack needs a positive query budget")
-        marks = sorted({int(c) for c in (checkpoints or [budget]) if 0 < int(c) <= budget})
-        if not marks:
-            raise ConfigurationError(f"no checkpoint within the budget of {budget} queries")
+        _, marks = self._resolve_budget(oracle, budget, checkpoints)
         counted = CountedOracle(oracle, marks[-1], self.name)
         rng = np.random.default_rng(self.seed)
         t0 = time.perf_counter()

@@ -104,6 +104,23 @@ class Attack(ABC):
         Y = np.concatenate(self._Y)
         return make_surrogate(self.surrogate, schema, seed=self.seed).fit(X, Y)
 
+    def _resolve_budget(
+        self, oracle: Oracle, budget: int | None, checkpoints: Sequence[int] | None
+    ) -> tuple[int, list[int]]:
+        """The run's budget (default: the oracle's remaining) and its sorted checkpoints.
+
+        Kept as ``self._budget`` too, so strategies can size their rounds from it in ``_start``.
+        """
+        if budget is None:
+            budget = oracle.remaining
+        if budget is None or budget <= 0:
+            raise ConfigurationError("an attack needs a positive query budget")
+        marks = sorted({int(c) for c in (checkpoints or [budget]) if 0 < int(c) <= budget})
+        if not marks:
+            raise ConfigurationError(f"no checkpoint within the budget of {budget} queries")
+        self._budget = int(budget)
+        return int(budget), marks
+
     def fit(
         self,
         oracle: Oracle,
@@ -118,13 +135,7 @@ class Attack(ABC):
         runs out of inputs early (e.g. a small pool), the remaining checkpoints are reported
         with the real, smaller query count.
         """
-        if budget is None:
-            budget = oracle.remaining
-        if budget is None or budget <= 0:
-            raise ConfigurationError("an attack needs a positive query budget")
-        marks = sorted({int(c) for c in (checkpoints or [budget]) if 0 < int(c) <= budget})
-        if not marks:
-            raise ConfigurationError(f"no checkpoint within the budget of {budget} queries")
+        budget, marks = self._resolve_budget(oracle, budget, checkpoints)
         self._check_input_kind(oracle.schema)
         rng = np.random.default_rng(self.seed)
         self._X: list[np.ndarray] = []

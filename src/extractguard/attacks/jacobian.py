@@ -13,15 +13,14 @@ linear in the number of rounds instead of doubling.
 
 from __future__ import annotations
 
-from typing import ClassVar, Sequence
+from typing import ClassVar
 
 import numpy as np
 
 from extractguard.attacks._gradients import class_gradients
 from extractguard.attacks._pool import helper_family, resolve_size, validate_pool
-from extractguard.attacks.base import Attack, CheckpointCallback
+from extractguard.attacks.base import Attack
 from extractguard.errors import ConfigurationError
-from extractguard.oracle import Oracle
 from extractguard.oracle.schema import InputSchema
 from extractguard.surrogates import make_surrogate
 
@@ -70,17 +69,6 @@ class JacobianAugmentation(Attack):
         self.per_round = per_round
         self.lam = lam
         self.tau = tau
-
-    def fit(
-        self,
-        oracle: Oracle,
-        budget: int | None = None,
-        checkpoints: Sequence[int] | None = None,
-        callback: CheckpointCallback | None = None,
-    ) -> JacobianAugmentation:
-        self._budget = int(budget if budget is not None else (oracle.remaining or 0))
-        super().fit(oracle, budget, checkpoints, callback)
-        return self
 
     def _start(self, schema: InputSchema, rng: np.random.Generator) -> None:
         self._schema = schema

@@ -24,14 +24,14 @@ lets a user keep only the terms that help on their data (see docs/attacks.md for
 
 from __future__ import annotations
 
-from typing import ClassVar, Sequence
+from typing import ClassVar
 
 import numpy as np
 
 from extractguard.attacks._pool import helper_family, resolve_size, validate_pool
-from extractguard.attacks.base import Attack, CheckpointCallback
+from extractguard.attacks.base import Attack
 from extractguard.errors import ConfigurationError
-from extractguard.oracle import Answer, Oracle
+from extractguard.oracle import Answer
 from extractguard.oracle.schema import InputSchema
 from extractguard.surrogates import Surrogate, make_surrogate
 
@@ -127,17 +127,6 @@ class KnockoffAdaptive(Attack):
         self.step = step
         self.window = window
         self.retrain_every = retrain_every
-
-    def fit(
-        self,
-        oracle: Oracle,
-        budget: int | None = None,
-        checkpoints: Sequence[int] | None = None,
-        callback: CheckpointCallback | None = None,
-    ) -> KnockoffAdaptive:
-        self._budget = int(budget if budget is not None else (oracle.remaining or 0))
-        super().fit(oracle, budget, checkpoints, callback)
-        return self
 
     # -- arms -------------------------------------------------------------------------------
     def _arms(self, pool: np.ndarray) -> list[np.ndarray]:
