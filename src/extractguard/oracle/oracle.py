@@ -114,6 +114,17 @@ class Oracle:
         """Rows left in the budget (``None`` when unlimited)."""
         return None if self.budget is None else self.budget - self._queries
 
+    def _admit(self, X: Any) -> np.ndarray:
+        """Validated rows of ``X``, or an error if they are malformed or would pass the budget."""
+        rows = self.schema.validate(X, what="query batch")
+        n = rows.shape[0]
+        if self.budget is not None and self._queries + n > self.budget:
+            raise BudgetExceededError(
+                f"batch of {n} rows refused: {self._queries} of {self.budget} queries already used "
+                f"({self.budget - self._queries} left)"
+            )
+        return rows
+
     def stats(self) -> OracleStats:
         return OracleStats(
             queries=self._queries,
@@ -130,13 +141,8 @@ class Oracle:
         :class:`~extractguard.errors.BudgetExceededError` when the batch would exceed the
         budget; in both cases nothing is sent and nothing is charged.
         """
-        rows = self.schema.validate(X, what="query batch")
+        rows = self._admit(X)
         n = rows.shape[0]
-        if self.budget is not None and self._queries + n > self.budget:
-            raise BudgetExceededError(
-                f"batch of {n} rows refused: {self._queries} of {self.budget} queries already used "
-                f"({self.budget - self._queries} left)"
-            )
         t0 = time.perf_counter()
         pred = self.__target.predict(rows)
         self._seconds += time.perf_counter() - t0

@@ -503,13 +503,8 @@ class RemoteOracle(Oracle):
         self.sent = 0
 
     def query(self, X: Any) -> Answer:
-        rows = self.schema.validate(X, what="query batch")
+        rows = self._admit(X)
         n = rows.shape[0]
-        if self.budget is not None and self._queries + n > self.budget:
-            raise BudgetExceededError(
-                f"batch of {n} rows refused: {self._queries} of {self.budget} queries already used "
-                f"({self.budget - self._queries} left)"
-            )
         call = self._calls
         parts = self.remote.split(rows)
         answers: list[Answer | None] = [None] * len(parts)
