@@ -19,7 +19,7 @@ from extractguard.attacks import Attack, create_attack
 from extractguard.data.files import load_table
 from extractguard.errors import ConfigurationError
 from extractguard.evaluate.assessment import Assessment, CurvePoint, parse_budgets, run_assessment
-from extractguard.evaluate.metrics import ProbeSet
+from extractguard.evaluate.metrics import ProbeSet, accuracy, fidelity, mean_l1
 from extractguard.oracle import Oracle
 from extractguard.oracle.answer import Answer
 from extractguard.oracle.remote import RemoteOracle, RemoteTarget, check_authorization
@@ -230,8 +230,6 @@ def honest_user_metrics(
     served: np.ndarray, y: np.ndarray | None, reference: np.ndarray | None = None
 ) -> dict[str, float | None]:
     """What honest callers get on the probe rows: accuracy, and how far answers are from the real model."""
-    from extractguard.evaluate.metrics import accuracy, fidelity, mean_l1
-
     out: dict[str, float | None] = {"accuracy": None if y is None else round(accuracy(y, served), 6)}
     if reference is not None:
         out["agreement_with_reference"] = round(fidelity(reference, served), 6)

@@ -219,7 +219,7 @@ class TargetConfig(_Strict):
     def for_variant(self, variant: Variant) -> TargetConfig:
         """This target as seen through ``variant``: its keys and output, its own transcript file."""
         transcript = Path(self.transcript)
-        copy = self.model_copy(
+        return self.model_copy(  # private attributes (the file's directory) are copied too
             update={
                 "keys": list(variant.keys),
                 "key_env": list(variant.key_env),
@@ -228,8 +228,6 @@ class TargetConfig(_Strict):
                 "variants": [],
             }
         )
-        copy._base_dir = self._base_dir
-        return copy
 
     # -- resolved views ----------------------------------------------------------------------
     @property
