@@ -63,7 +63,7 @@ ART_ATTACKS: dict[str, tuple[str, ...]] = {
     "art-knockoff-adaptive": ("probabilities", "label"),
 }
 DEFAULT_VICTIMS: tuple[str, ...] = ("mnist-cnn", "digits-cnn", "breast_cancer-mlp")
-DEFAULT_BUDGETS: tuple[int, ...] = (50, 100, 200, 500, 1000, 2000)
+DEFAULT_BUDGETS: tuple[int, ...] = (50, 100, 200, 350, 500, 700, 1000)
 DEFAULT_OUTPUTS: tuple[str, ...] = ("probabilities", "label")
 QUICK_VICTIMS: tuple[str, ...] = ("digits-cnn",)
 QUICK_BUDGETS: tuple[int, ...] = (50, 200)
@@ -124,16 +124,22 @@ def learning_attacks() -> list[str]:
             if not any(other is not cls and issubclass(other, cls) for other in learners.values())]
 
 
-def ladder_for(victim: Victim, budgets: Sequence[int]) -> list[int]:
-    """Budgets that fit in the attacker's pool, so nominal == real is a fair requirement.
+def ladder_for(victim: Victim, budgets: Sequence[int], max_pool_fraction: float = 0.5) -> list[int]:
+    """Budgets at which choosing rows from the pool means something.
 
-    A budget larger than the pool would make pool attacks stop early (ART samples without
-    replacement too), which measures the pool size, not the attack.
+    A pool-based attack chooses *which* rows to query; when the budget approaches the pool's size
+    every attack queries (nearly) the same rows and the comparison measures training noise, and a
+    budget above it makes pool attacks stop early (ART samples without replacement too).  So the
+    ladder keeps budgets up to ``max_pool_fraction`` of the attacker's pool (default half: at
+    least as many rows left unqueried as queried).
     """
     n = len(victim.pool())
-    kept = sorted({int(b) for b in budgets if 0 < int(b) <= n})
+    kept = sorted({int(b) for b in budgets if 0 < int(b) <= max_pool_fraction * n})
     if not kept:
-        raise ConfigurationError(f"no budget fits {victim.name}'s attacker pool of {n} rows")
+        raise ConfigurationError(
+            f"no budget is at most {max_pool_fraction:g} of {victim.name}'s attacker pool of {n} rows; "
+            "lower the budgets or raise --max-pool-fraction"
+        )
     return kept
 
 
@@ -341,6 +347,10 @@ def _warm_up(victim: Victim, seed: int) -> None:
         student.max_steps = student.min_steps = 5
     X = np.asarray(victim.pool()[:8], dtype=np.float64)
     student.fit(X, np.arange(len(X)) % victim.schema.n_classes)
+    from extractguard.attacks.active_learning import kcenter_greedy, typical_rows
+
+    typical_rows(X, 2, seed=seed)  # first imports of scipy/scikit-learn modules, untimed
+    kcenter_greedy(X, X[:1], 2)
 
 
 def run_benchmark(
@@ -351,6 +361,7 @@ def run_benchmark(
     outputs: Sequence[str] = DEFAULT_OUTPUTS,
     seeds: Sequence[int] = (0,),
     on_row: Callable[[Row], None] | None = None,
+    max_pool_fraction: float = 0.5,
 ) -> dict[str, Any]:
     """The harness's core: every selected attack of both sides on every victim and budget.
 
@@ -376,7 +387,7 @@ def run_benchmark(
     for vname in victims:
         victim = build_victim(vname, seed=0)
         probe = ProbeSet.from_target(victim.target, *victim.probe())
-        ladder = ladder_for(victim, budgets)
+        ladder = ladder_for(victim, budgets, max_pool_fraction)
         _warm_up(victim, 0)
         victims_info.append({**victim.describe(), "budgets": ladder, "probe_size": len(probe)})
         refused: set[str] = set()  # our attacks that do not apply to this victim
@@ -407,6 +418,7 @@ def run_benchmark(
             "our_attacks": ours,
             "art_attacks": list(art_attacks),
             "outputs": modes,
+            "max_pool_fraction": max_pool_fraction,
         },
         "victims": victims_info,
         "rows": [asdict(r) for r in rows],
@@ -477,6 +489,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--no-art", action="store_true", help="run our attacks only")
     p.add_argument("--outputs", default=",".join(DEFAULT_OUTPUTS), help="output modes, comma-separated")
     p.add_argument("--seeds", default="0", help="attack/student seeds, comma-separated; the summary averages over them")
+    p.add_argument("--max-pool-fraction", type=float, default=0.5,
+                   help="largest budget as a fraction of the victim's attacker pool (default 0.5; 1.0 = the whole pool)")
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "out" / "attacks.json"))
     args = p.parse_args(argv)
     try:
@@ -490,7 +504,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                   file=sys.stderr, flush=True)
 
         result = run_benchmark(victims, budgets, _csv(args.attacks) if args.attacks else None, art,
-                               _csv(args.outputs), [int(x) for x in _csv(args.seeds)], on_row=progress)
+                               _csv(args.outputs), [int(x) for x in _csv(args.seeds)], on_row=progress,
+                               max_pool_fraction=args.max_pool_fraction)
     except (ExtractGuardError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -28,11 +28,13 @@ from extractguard.victims.pools import structured_pool
 LEARNING = ("knockoff-adaptive", "activethief-entropy", "activethief-kcenter", "activethief-dfal", "jbda")
 MODES = ("probabilities", "logits", "rounded:1", "top-2", "label")
 #: Small, fast settings per attack so a run of 100 queries takes two or three student fits.
+#: ActiveThief's grown student gets the from-scratch step floor (200): the ``linear`` student
+#: these tests use underfits with the grown default of 150 (entropy, label mode: 0.58).
 FAST: dict[str, dict] = {
     "knockoff-adaptive": {"n_arms": 8, "retrain_every": 0.5},
-    "activethief-entropy": {"initial": 50, "per_round": 50},
-    "activethief-kcenter": {"initial": 50, "per_round": 50},
-    "activethief-dfal": {"initial": 50, "per_round": 50, "max_candidates": 200},
+    "activethief-entropy": {"initial": 50, "per_round": 50, "train_steps": 200},
+    "activethief-kcenter": {"initial": 50, "per_round": 50, "train_steps": 200},
+    "activethief-dfal": {"initial": 50, "per_round": 50, "max_candidates": 200, "train_steps": 200},
     "jbda": {"seed_size": 60, "per_round": 40},
 }
 
@@ -173,6 +175,43 @@ def test_activethief_rounds_and_no_repeats(digits) -> None:
     assert [c.queries for c in attack.checkpoints_] == [70, 160]
     X = queried(attack)
     assert len(np.unique(X, axis=0)) == len(X) == 160
+
+
+def test_warm_start_continues_the_same_network(digits) -> None:
+    """A warm fit keeps the network (and its input scaling) and trains it further."""
+    X = np.asarray(digits.pool()[:120], dtype=np.float64)
+    y = digits.oracle().query(X).soft_labels()
+    student = make_surrogate("mlp", digits.schema, seed=0)
+    student.warm_start = True
+    student.fit(X[:60], y[:60], n_steps=30)
+    first, scale = student.module_, student.module_[0].mean.clone()
+    before = student.predict_proba(X[60:])
+    student.fit(X, y, n_steps=30)
+    assert student.module_ is first and torch.equal(student.module_[0].mean, scale)
+    assert student.n_fits_ == 2 and student.n_steps_ == 30
+    assert not np.allclose(before, student.predict_proba(X[60:]))
+    cold = make_surrogate("mlp", digits.schema, seed=0).fit(X[:60], y[:60], n_steps=30)
+    cold.fit(X, y, n_steps=30)
+    assert cold.n_fits_ == 1  # warm_start=False: every fit starts over
+    with pytest.raises(ConfigurationError, match="n_steps"):
+        cold.fit(X, y, n_steps=0)
+
+
+def test_incremental_activethief_spends_one_fit_over_its_rounds(digits, probe) -> None:
+    """The grown student takes train_fraction of one from-scratch fit in all, not one per round,
+    and each checkpoint's copy is a snapshot that later rounds do not change."""
+    attack = ActiveThief(digits.pool(), strategy="kcenter", initial=40, per_round=40, surrogate="mlp", seed=0)
+    attack.fit(digits.oracle(budget=200), checkpoints=[80, 200])
+    assert attack.rounds_ == 5
+    # default: the epoch schedule for 200 rows (80 steps) raised to the grown floor of 150,
+    # split 30 steps per round of 40 rows
+    assert attack.train_steps_ == 150 < make_surrogate("mlp", digits.schema).schedule_steps(200)
+    first, last = attack.checkpoints_[0].surrogate, attack.checkpoints_[1].surrogate
+    assert first is not last and last.n_fits_ == attack.rounds_ and first.n_fits_ == 2
+    assert probe.score(last)["fidelity"] > 0.85
+    fresh = ActiveThief(digits.pool(), strategy="kcenter", initial=40, per_round=40, surrogate="mlp",
+                        incremental=False, seed=0).fit(digits.oracle(budget=200))
+    assert fresh.surrogate_.n_fits_ == 1 and fresh.train_steps_ == 0
 
 
 def test_activethief_entropy_picks_uncertain_rows(digits) -> None:

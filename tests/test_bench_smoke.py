@@ -43,14 +43,15 @@ def test_ours_only_counts_every_query(bench: ModuleType) -> None:
     assert result["summary"] == []  # no ART side, nothing to compare
 
 
-def test_budgets_beyond_the_pool_are_dropped_and_unknown_names_rejected(bench: ModuleType) -> None:
+def test_budgets_beyond_half_the_pool_are_dropped_and_unknown_names_rejected(bench: ModuleType) -> None:
     from extractguard.victims import build_victim
 
     victim = build_victim("wine-mlp")
     n = len(victim.pool())
-    assert bench.ladder_for(victim, [10, n, n + 1]) == [10, n]
+    assert bench.ladder_for(victim, [10, n // 2, n // 2 + 1, n]) == [10, n // 2]
+    assert bench.ladder_for(victim, [10, n, n + 1], max_pool_fraction=1.0) == [10, n]
     with pytest.raises(ConfigurationError, match="pool"):
-        bench.ladder_for(victim, [n + 1])
+        bench.ladder_for(victim, [n // 2 + 1])
     with pytest.raises(ConfigurationError, match="unknown attack"):
         bench.run_benchmark(["wine-mlp"], [10], attacks=["nope"], art_attacks=[])
 

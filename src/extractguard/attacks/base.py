@@ -18,7 +18,7 @@ import numpy as np
 from extractguard.errors import ConfigurationError
 from extractguard.oracle import Answer, Oracle
 from extractguard.oracle.schema import InputSchema
-from extractguard.surrogates import Surrogate, make_surrogate
+from extractguard.surrogates import Surrogate, TorchClassifier, make_surrogate
 
 
 @dataclass(frozen=True)
@@ -98,11 +98,23 @@ class Attack(ABC):
             )
 
     # -- the loop -------------------------------------------------------------------------
+    def new_student(self, kind: str, schema: InputSchema, seed: int) -> Surrogate:
+        """An unfitted student; pool attacks scale its inputs by their whole unlabeled pool.
+
+        The pool is the attacker's own data, so its statistics cost no queries; ART's harness
+        gives its students the same pool scaling (benchmarks/attacks.py).
+        """
+        student = make_surrogate(kind, schema, seed=seed)
+        pool = getattr(self, "_pool", None)
+        if isinstance(student, TorchClassifier) and isinstance(pool, np.ndarray) and pool.dtype.kind == "f":
+            student.scale_from = pool
+        return student
+
     def fit_surrogate(self, schema: InputSchema) -> Surrogate:
         """A fresh surrogate trained on every answer so far."""
         X = np.concatenate(self._X)
         Y = np.concatenate(self._Y)
-        return make_surrogate(self.surrogate, schema, seed=self.seed).fit(X, Y)
+        return self.new_student(self.surrogate, schema, self.seed).fit(X, Y)
 
     def _resolve_budget(
         self, oracle: Oracle, budget: int | None, checkpoints: Sequence[int] | None

@@ -83,6 +83,13 @@ class TorchClassifier:
     n_classes: number of classes.
     hidden: hidden widths (MLP) or the dense head width (CNN).
     epochs, min_steps, max_steps, batch_size, lr, weight_decay: training schedule.
+    warm_start: when True, a second ``fit`` continues from the fitted network (keeping its input
+        scaling) with a fresh Adam and a new cosine cycle: a warm restart (Loshchilov & Hutter
+        2017).  Active-learning attacks use it to grow one student round by round instead of
+        retraining from scratch each round.
+    scale_from: rows to compute the input scaling from instead of the training rows, e.g. an
+        attacker's whole unlabeled pool: it costs no queries and gives steadier statistics than
+        the few rows answered so far (it matters most for per-feature scaling of tabular data).
     seed: seeds initialisation and shuffling; training is deterministic for a given seed.
     """
 
@@ -98,6 +105,8 @@ class TorchClassifier:
         batch_size: int = 64,
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
+        warm_start: bool = False,
+        scale_from: np.ndarray | None = None,
         seed: int = 0,
     ) -> None:
         self.arch = arch
@@ -110,7 +119,14 @@ class TorchClassifier:
         self.batch_size = batch_size
         self.lr = lr
         self.weight_decay = weight_decay
+        self.warm_start = warm_start
+        self.scale_from = scale_from
         self.seed = seed
+
+    def schedule_steps(self, n: int) -> int:
+        """Optimiser steps a from-scratch fit on ``n`` rows takes: ``epochs`` passes, clipped."""
+        per_epoch = math.ceil(n / min(self.batch_size, n))
+        return int(np.clip(self.epochs * per_epoch, self.min_steps, self.max_steps))
 
     def _scaling(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if len(self.input_shape) >= 2:
@@ -122,8 +138,12 @@ class TorchClassifier:
             std = np.maximum(X.std(axis=0), 1e-6).astype(np.float32).reshape(self.input_shape)
         return mean, std
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> TorchClassifier:
-        """Fit on rows ``X`` (n, n_features) and labels ``y``: (n,) ints or (n, C) probabilities."""
+    def fit(self, X: np.ndarray, y: np.ndarray, n_steps: int | None = None) -> TorchClassifier:
+        """Fit on rows ``X`` (n, n_features) and labels ``y``: (n,) ints or (n, C) probabilities.
+
+        ``n_steps`` overrides the schedule's step count for this call (a short fine-tune of a
+        warm-started student, say).
+        """
         X = np.asarray(X, dtype=np.float32)
         y = np.asarray(y)
         if X.shape[0] == 0:
@@ -135,18 +155,25 @@ class TorchClassifier:
             targets = np.asarray(y, dtype=np.float32)
         if targets.shape != (X.shape[0], self.n_classes):
             raise ConfigurationError(f"labels of shape {y.shape} do not match {X.shape[0]} rows x {self.n_classes} classes")
+        if n_steps is not None and n_steps < 1:
+            raise ConfigurationError(f"n_steps must be at least 1, got {n_steps}")
+        warm = self.warm_start and hasattr(self, "module_")
+        self.n_fits_ = getattr(self, "n_fits_", 0) + 1 if warm else 1
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
-            mean, std = self._scaling(X)
-            net = build_network(self.arch, self.input_shape, self.n_classes, self.hidden)
-            self.module_ = nn.Sequential(Standardize(mean, std), net)
-            gen = torch.Generator().manual_seed(self.seed)
+            # Each warm fit gets its own stream, so a grown transcript is not shuffled like the last.
+            seed = self.seed + 7919 * (self.n_fits_ - 1)
+            torch.manual_seed(seed)
+            if not warm:
+                basis = X if self.scale_from is None else np.asarray(self.scale_from, dtype=np.float32).reshape(-1, X.shape[1])
+                mean, std = self._scaling(basis)
+                net = build_network(self.arch, self.input_shape, self.n_classes, self.hidden)
+                self.module_ = nn.Sequential(Standardize(mean, std), net)
+            gen = torch.Generator().manual_seed(seed)
             xt = torch.from_numpy(X).reshape(X.shape[0], *self.input_shape)
             tt = torch.from_numpy(targets)
             n = X.shape[0]
             bs = min(self.batch_size, n)
-            per_epoch = math.ceil(n / bs)
-            steps = int(np.clip(self.epochs * per_epoch, self.min_steps, self.max_steps))
+            steps = int(n_steps) if n_steps is not None else self.schedule_steps(n)
             opt = torch.optim.Adam(self.module_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
             self.module_.train()
