@@ -58,7 +58,10 @@ def typical_rows(X: np.ndarray, k: int, seed: int = 0, neighbours: int = 20, max
     labels = km_cls(n_clusters=k, n_init=1, random_state=seed).fit(Z).labels_
     rng = np.random.default_rng(seed)
     chosen: list[int] = []
-    for c in range(k):
+    # Largest clusters first (TypiClust's order), so any prefix of the answer is itself a
+    # representative sample: a run checkpointed before the seed round ends still gets one.
+    sizes = np.bincount(labels, minlength=k)
+    for c in np.argsort(-sizes, kind="stable"):
         idx = np.flatnonzero(labels == c)
         if idx.size == 0:
             continue
@@ -71,7 +74,7 @@ def typical_rows(X: np.ndarray, k: int, seed: int = 0, neighbours: int = 20, max
         dist = np.sqrt(cdist(Z[idx], Z[idx], "sqeuclidean"))
         dist.sort(axis=1)  # column 0 is each row's zero distance to itself
         chosen.append(int(idx[np.argmin(dist[:, 1 : nn + 1].mean(axis=1))]))
-    out = np.unique(np.asarray(chosen, dtype=np.int64))
+    out = np.asarray(chosen, dtype=np.int64)
     if out.size < k:  # empty clusters (duplicate rows): top up at random
         rest = np.setdiff1d(np.arange(len(X)), out)
         out = np.concatenate([out, rng.choice(rest, size=k - out.size, replace=False)])
@@ -206,11 +209,7 @@ class ActiveThief(Attack):
         self._grow = self.incremental and isinstance(probe, TorchClassifier)
         if self._grow:
             assert isinstance(probe, TorchClassifier)
-            if self.train_steps is not None:
-                self._total_steps = int(self.train_steps)
-            else:
-                per_epoch = math.ceil(budget / min(probe.batch_size, budget))
-                self._total_steps = int(np.clip(probe.epochs * per_epoch, GROWN_MIN_STEPS, probe.max_steps))
+            self._total_steps = self._grown_steps(budget)
 
     def _select(self, n: int) -> np.ndarray | None:
         if self._queue.size == 0:
@@ -254,11 +253,30 @@ class ActiveThief(Attack):
         self.train_steps_ += steps
         return self._student
 
+    def _grown_steps(self, rows: int) -> int:
+        """Total optimiser steps a grown student gets in a run whose budget is ``rows``."""
+        if self.train_steps is not None:
+            return max(1, math.ceil(self.train_steps * rows / max(1, self._budget)))
+        probe = make_surrogate(helper_family(self.surrogate), self._schema, seed=self.seed)
+        assert isinstance(probe, TorchClassifier)
+        per_epoch = math.ceil(rows / min(probe.batch_size, rows))
+        return int(np.clip(probe.epochs * per_epoch, GROWN_MIN_STEPS, probe.max_steps))
+
     def fit_surrogate(self, schema: InputSchema) -> Surrogate:
-        """The grown student itself (a snapshot) when it is the user's family, else a fresh fit."""
-        if self._grow and self.surrogate == helper_family(self.surrogate):
-            return copy.deepcopy(self._train_student())
-        return super().fit_surrogate(schema)
+        """The grown student (a snapshot) when it is the user's family, else a fresh fit.
+
+        The run's step budget is spread over the whole budget, so at an early checkpoint the
+        student has had only that share of it; the snapshot is topped up to what a run ending
+        there would have spent, without changing the student the later rounds keep growing.
+        """
+        if not (self._grow and self.surrogate == helper_family(self.surrogate)):
+            return super().fit_surrogate(schema)
+        student = self._train_student()
+        snapshot = copy.deepcopy(student)
+        missing = self._grown_steps(self._trained_rows) - self.train_steps_
+        if missing > 0:
+            snapshot.fit(np.concatenate(self._X), np.concatenate(self._Y), n_steps=missing)  # type: ignore[call-arg]
+        return snapshot
 
     def _next_round(self, free: np.ndarray) -> np.ndarray:
         k = min(self._round, free.size)
