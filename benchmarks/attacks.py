@@ -83,9 +83,13 @@ class Row:
     queries: int  # rows the oracle really answered
     fidelity: float | None
     accuracy: float | None
-    seconds: float
+    seconds: float  # wall clock, end to end
     seed: int = 0
     error: str | None = None
+    #: CPU seconds of the process over the same span.  The runs are single-threaded
+    #: (OMP_NUM_THREADS=1), so on an idle machine this equals the wall time; on a shared one it
+    #: is the part of the wall time that other processes' load cannot inflate.
+    cpu_seconds: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -147,7 +151,7 @@ def ladder_for(victim: Victim, budgets: Sequence[int], max_pool_fraction: float 
 def run_ours(victim: Victim, attack: str, budget: int, output: str, probe: ProbeSet, seed: int = 0) -> Row:
     """One of our registered attacks, from scratch, with a fresh oracle limited to ``budget``."""
     oracle = victim.oracle(output=output, budget=budget)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     try:
         atk = create_attack(attack, pool=victim.pool(), seed=seed)
         atk.fit(oracle, budget=budget)
@@ -157,10 +161,10 @@ def run_ours(victim: Victim, attack: str, budget: int, output: str, probe: Probe
         prefix = NOT_APPLICABLE if isinstance(exc, ConfigurationError) and oracle.queries_used == 0 else ""
         return Row(victim.name, "ours", attack, output, budget, oracle.queries_used, None, None,
                    round(time.perf_counter() - t0, 3), seed, f"{prefix}{type(exc).__name__}: {exc}")
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     scores = probe.score(atk.surrogate_)
     return Row(victim.name, "ours", attack, output, budget, oracle.queries_used,
-               float(scores["fidelity"] or 0.0), scores["accuracy"], round(seconds, 3), seed)
+               float(scores["fidelity"] or 0.0), scores["accuracy"], round(seconds, 3), seed, cpu_seconds=round(cpu, 3))
 
 
 # -- ART ---------------------------------------------------------------------------------------
@@ -254,7 +258,7 @@ def run_art(victim: Victim, attack: str, budget: int, output: str, probe: ProbeS
     bs, epochs = _schedule(recipe, min(budget, len(pool)))
     soft = OutputSpec.parse(output).kind != "label"
     np.random.seed(seed)  # ART samples with NumPy's global generator
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     student = _art_student(victim, recipe, seed)
     art_victim = oracle_as_art_victim(oracle)
     common = dict(batch_size_fit=bs, batch_size_query=100, nb_epochs=epochs, nb_stolen=budget)
@@ -277,10 +281,10 @@ def run_art(victim: Victim, attack: str, budget: int, output: str, probe: ProbeS
         # divides by a zero variance on label-only answers); keep the queries it spent.
         return Row(victim.name, "art", attack, output, budget, oracle.queries_used, None, None,
                    round(time.perf_counter() - t0, 3), seed, f"{type(exc).__name__}: {exc}")
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     scores = probe.score(_ArtCopy(copy))
     return Row(victim.name, "art", attack, output, budget, oracle.queries_used,
-               float(scores["fidelity"] or 0.0), scores["accuracy"], round(seconds, 3), seed)
+               float(scores["fidelity"] or 0.0), scores["accuracy"], round(seconds, 3), seed, cpu_seconds=round(cpu, 3))
 
 
 # -- the run -----------------------------------------------------------------------------------
@@ -295,9 +299,11 @@ def _mean_rows(rows: Sequence[Row]) -> list[Row]:
         if not all(r.ok for r in rs):
             continue
         acc = [r.accuracy for r in rs if r.accuracy is not None]
+        cpu = [r.cpu_seconds for r in rs if r.cpu_seconds is not None]
         out.append(Row(victim, side, attack, output, budget, int(round(np.mean([r.queries for r in rs]))),
                        float(np.mean([r.fidelity or 0.0 for r in rs])), float(np.mean(acc)) if acc else None,
-                       round(float(np.mean([r.seconds for r in rs])), 3), -1))
+                       round(float(np.mean([r.seconds for r in rs])), 3), -1,
+                       cpu_seconds=round(float(np.mean(cpu)), 3) if len(cpu) == len(rs) else None))
     return out
 
 
@@ -306,7 +312,8 @@ def summarize(rows: Sequence[Row]) -> list[dict[str, Any]]:
 
     Fidelities and seconds are means over seeds.  "Seconds to reach" is the (mean) wall time of
     the cheapest single run (any attack, any budget of the ladder) on that side whose fidelity is
-    at least ART's best at this budget, or ``None`` when that side never reaches it.
+    at least ART's best at this budget, or ``None`` when that side never reaches it; the ``cpu_``
+    keys do the same with CPU seconds, which a shared machine's load does not inflate.
     """
     means = _mean_rows(rows)
     out: list[dict[str, Any]] = []
@@ -322,11 +329,14 @@ def summarize(rows: Sequence[Row]) -> list[dict[str, Any]]:
         best_art = max(art, key=lambda r: (r.fidelity or 0.0, -r.seconds))
         goal = best_art.fidelity or 0.0
 
-        def reach(side: str) -> Row | None:
+        def reach(side: str, cpu: bool = False) -> Row | None:
             hits = [r for r in same if r.side == side and (r.fidelity or 0.0) >= goal - 1e-9]
-            return min(hits, key=lambda r: r.seconds) if hits else None
+            if cpu:
+                hits = [r for r in hits if r.cpu_seconds is not None]
+            return min(hits, key=lambda r: r.cpu_seconds if cpu else r.seconds) if hits else None  # type: ignore[return-value,arg-type]
 
         ro, ra = reach("ours"), reach("art")
+        co, ca = reach("ours", cpu=True), reach("art", cpu=True)
         out.append({
             "victim": victim, "output": output, "budget": budget,
             "ours_best": best_ours.attack, "ours_fidelity": round(best_ours.fidelity or 0.0, 4),
@@ -336,6 +346,10 @@ def summarize(rows: Sequence[Row]) -> list[dict[str, Any]]:
             "ours_run_to_art_best": None if ro is None else f"{ro.attack}@{ro.budget}",
             "art_seconds_to_art_best": None if ra is None else ra.seconds,
             "art_run_to_art_best": None if ra is None else f"{ra.attack}@{ra.budget}",
+            "ours_cpu_seconds_to_art_best": None if co is None else co.cpu_seconds,
+            "ours_cpu_run_to_art_best": None if co is None else f"{co.attack}@{co.budget}",
+            "art_cpu_seconds_to_art_best": None if ca is None else ca.cpu_seconds,
+            "art_cpu_run_to_art_best": None if ca is None else f"{ca.attack}@{ca.budget}",
         })
     return out
 
@@ -447,29 +461,33 @@ def print_tables(result: dict[str, Any]) -> None:
 
     console = Console(width=max(Console().width, 150))
     t = Table(title="Attacks vs IBM ART: every run (fidelity/accuracy on the held-out probe split)")
-    for col in ("victim", "output", "budget", "seed", "side", "attack", "nominal", "real", "fidelity", "accuracy", "wall s"):
-        t.add_column(col, justify="right" if col in ("budget", "seed", "nominal", "real", "fidelity", "accuracy", "wall s") else "left")
+    for col in ("victim", "output", "budget", "seed", "side", "attack", "nominal", "real", "fidelity", "accuracy", "wall s", "cpu s"):
+        t.add_column(col, justify="left" if col in ("victim", "output", "side", "attack") else "right")
     for r in result["rows"]:
         applicable = not (r["error"] or "").startswith(NOT_APPLICABLE)
         real = str(r["queries"]) if r["queries"] == r["budget"] or not applicable else f"[bold red]{r['queries']}[/]"
         fid = _fmt(r["fidelity"]) if r["error"] is None else ("[red]error[/]" if applicable else "n/a")
         t.add_row(r["victim"], r["output"], str(r["budget"]), str(r["seed"]), r["side"], r["attack"], str(r["budget"]), real,
-                  fid, _fmt(r["accuracy"]), f"{r['seconds']:.1f}")
+                  fid, _fmt(r["accuracy"]), f"{r['seconds']:.1f}", _fmt(r.get("cpu_seconds"), 1))
     console.print(t)
     for r in result["rows"]:
         if r["error"]:
             console.print(f"[red]{r['victim']} {r['attack']} @ {r['budget']} ({r['output']}, seed {r['seed']}): {r['error']}[/]")
     if result["summary"]:
-        s = Table(title="Summary (means over seeds): our best vs ART's best; wall seconds to reach ART's best fidelity")
-        for col in ("victim", "output", "budget", "ours best", "fid", "ART best", "fid", "delta", "ours s (run)", "ART s (run)"):
+        s = Table(title="Summary (means over seeds): our best vs ART's best; wall and CPU seconds to reach ART's best fidelity")
+        for col in ("victim", "output", "budget", "ours best", "fid", "ART best", "fid", "delta", "ours s (run)", "ART s (run)",
+                    "ours cpu s (run)", "ART cpu s (run)"):
             s.add_column(col)
         for x in result["summary"]:
             delta = x["fidelity_delta"]
             colour = "green" if delta >= 0 else "red"
             ours_s = "never" if x["ours_seconds_to_art_best"] is None else f"{x['ours_seconds_to_art_best']:.1f} ({x['ours_run_to_art_best']})"
             art_s = f"{x['art_seconds_to_art_best']:.1f} ({x['art_run_to_art_best']})"  # ART reaches its own best
+            oc, ac = x.get("ours_cpu_seconds_to_art_best"), x.get("art_cpu_seconds_to_art_best")
+            ours_c = "never" if oc is None else f"{oc:.1f} ({x['ours_cpu_run_to_art_best']})"
+            art_c = "-" if ac is None else f"{ac:.1f} ({x['art_cpu_run_to_art_best']})"
             s.add_row(x["victim"], x["output"], str(x["budget"]), x["ours_best"], _fmt(x["ours_fidelity"]),
-                      x["art_best"], _fmt(x["art_fidelity"]), f"[{colour}]{delta:+.3f}[/]", ours_s, art_s)
+                      x["art_best"], _fmt(x["art_fidelity"]), f"[{colour}]{delta:+.3f}[/]", ours_s, art_s, ours_c, art_c)
         console.print(s)
     console.print(f"total {result['meta']['seconds']:.0f} s")
 
@@ -500,7 +518,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         def progress(r: Row) -> None:
             status = f"fid {_fmt(r.fidelity)}" if r.ok else (f"ERROR {r.error}" if r.applicable else r.error)
-            print(f"  {r.victim:18s} {r.output:13s} {r.budget:5d} s{r.seed} {r.side:4s} {r.attack:22s} real {r.queries:5d}  {status}  {r.seconds:.1f}s",
+            print(f"  {r.victim:18s} {r.output:13s} {r.budget:5d} s{r.seed} {r.side:4s} {r.attack:22s} real {r.queries:5d}  {status}  {r.seconds:.1f}s (cpu {r.cpu_seconds or 0:.1f}s)",
                   file=sys.stderr, flush=True)
 
         result = run_benchmark(victims, budgets, _csv(args.attacks) if args.attacks else None, art,

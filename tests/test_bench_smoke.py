@@ -98,6 +98,22 @@ def test_summary_compares_means_and_time_to_reach(bench: ModuleType) -> None:
     s100 = by_budget[100]
     assert s100["art_best"] == "art-copycat"  # the failed run is not a candidate
     assert s100["ours_seconds_to_art_best"] == pytest.approx(5.0)
+    assert s100["ours_cpu_seconds_to_art_best"] is None  # these rows carry no CPU times
+
+
+def test_summary_time_to_reach_on_the_cpu_clock(bench: ModuleType) -> None:
+    """Wall and CPU clocks are compared separately: a run slowed by other processes' load
+    (wall 9 s, CPU 3 s) is the cheapest on the CPU clock and not on the wall clock."""
+    Row = bench.Row
+    rows = [
+        Row("v", "ours", "a", "label", 50, 50, 0.9, None, 9.0, 0, cpu_seconds=3.0),
+        Row("v", "ours", "b", "label", 50, 50, 0.9, None, 6.0, 0, cpu_seconds=5.0),
+        Row("v", "art", "art-copycat", "label", 50, 50, 0.9, None, 5.0, 0, cpu_seconds=4.5),
+    ]
+    (s,) = bench.summarize(rows)
+    assert s["ours_run_to_art_best"] == "b@50" and s["ours_seconds_to_art_best"] == pytest.approx(6.0)
+    assert s["ours_cpu_run_to_art_best"] == "a@50" and s["ours_cpu_seconds_to_art_best"] == pytest.approx(3.0)
+    assert s["art_cpu_seconds_to_art_best"] == pytest.approx(4.5)
 
 
 def test_art_knockoff_through_our_oracle(bench: ModuleType) -> None:
