@@ -142,3 +142,24 @@ def test_gateway_config_watermark_fields(tmp_path: Path) -> None:
     cfg_file.write_text("model: {victim: iris-logreg}\ntiers: {t: {watermark: {fraction: 0.5}}}\n")
     with pytest.raises(ConfigurationError, match="tiers.t.watermark.fraction"):
         load_config(cfg_file)
+
+
+def test_cell_mode_gives_near_duplicates_one_answer_and_records_one_row_per_cell(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    base = rng.uniform(0, 16, size=(3000, 16))
+    wm = AnswerWatermark(MASTER, fraction=0.05, cell_width=0.3, projections=8, low=0.0, high=16.0)
+    p = _probs(len(base), 10, seed=3)
+    _, d0 = wm.apply(p, base, "alice")
+    noisy = np.clip(base + rng.normal(0, 0.01, size=base.shape), 0, 16)
+    _, d1 = wm.apply(p, noisy, "alice")
+    assert np.mean(d0.marked == d1.marked) > 0.98  # tiny perturbations rarely leave the cell
+    assert 60 < d0.marked.sum() < 250
+    exact = AnswerWatermark(MASTER, fraction=0.05)
+    assert np.mean(exact.decide(base, "alice", d0.owner_labels, 10).marked == exact.decide(noisy, "alice", d0.owner_labels, 10).marked) < 0.95
+    # Four near-copies of each row: the record keeps one row per marked cell.
+    rec = WatermarkRecord(tmp_path / "wm.db")
+    X4 = np.concatenate([base[:400]] + [np.clip(base[:400] + rng.normal(0, 1e-3, size=(400, 16)), 0, 16) for _ in range(3)])
+    _, d = wm.apply(np.tile(p[:400], (4, 1)), X4, "alice")
+    rec.add("alice", X4, d)
+    r = rec.load("alice")
+    assert len(r.marked_X) == len({c for c, m in zip(d.cells, d.marked) if m}) < d.marked.sum()

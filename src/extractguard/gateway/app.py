@@ -125,7 +125,9 @@ def build_gateway(config: GatewayConfig, target: Target | None = None, owner_dat
         max_rows = min(tc.max_rows_per_request or config.max_rows_per_request, config.max_rows_per_request)
         wm = None
         if tc.watermark is not None and master is not None:
-            wm = AnswerWatermark(master, tc.watermark.fraction, tc.watermark.control_fraction)
+            w = tc.watermark
+            wm = AnswerWatermark(master, w.fraction, w.control_fraction, w.cell_width, w.projections,
+                                 target.schema.low, target.schema.high)
         tiers[name] = _Tier(name, tc, OutputSpec.parse(tc.output), chain, max_rows, wm)
     return Gateway(
         config=config,

@@ -71,6 +71,8 @@ class WatermarkConfig(_Strict):
 
     fraction: float = Field(0.005, gt=0, le=0.2, description="Share of answers altered (a keyed wrong label).")
     control_fraction: Optional[float] = Field(None, ge=0, le=0.2, description="Share recorded unaltered as the control sample (default: fraction).")
+    cell_width: Optional[float] = Field(None, gt=0, description="Mark keyed LSH cells of this width (inputs scaled to [0, 1]) instead of exact rows.")
+    projections: int = Field(12, ge=1, le=256, description="LSH projections per cell (with cell_width).")
 
 
 class TierConfig(_Strict):

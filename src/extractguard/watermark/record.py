@@ -57,7 +57,7 @@ class WatermarkRecord:
         self._conn.execute(
             "CREATE TABLE IF NOT EXISTS watermarks (account TEXT NOT NULL, row_sha256 TEXT NOT NULL, kind TEXT NOT NULL, "
             "ts REAL NOT NULL, n_features INTEGER NOT NULL, input BLOB NOT NULL, served_label INTEGER NOT NULL, "
-            "owner_label INTEGER NOT NULL, PRIMARY KEY (account, row_sha256))"
+            "owner_label INTEGER NOT NULL, cell_sha256 TEXT NOT NULL, PRIMARY KEY (account, row_sha256))"
         )
 
     def add(self, account: str, X: np.ndarray, decision: WatermarkDecision, ts: float | None = None) -> int:
@@ -69,12 +69,13 @@ class WatermarkRecord:
         X = np.asarray(X, dtype=np.float64).reshape(len(X), -1)
         values = [
             (account, row_digest(X[i]), MARK if decision.marked[i] else CONTROL, now, int(X.shape[1]),
-             np.ascontiguousarray(X[i], dtype="<f8").tobytes(), int(decision.served_labels[i]), int(decision.owner_labels[i]))
+             np.ascontiguousarray(X[i], dtype="<f8").tobytes(), int(decision.served_labels[i]), int(decision.owner_labels[i]),
+             decision.cells[i])
             for i in rows
         ]
         with self._lock:
             before = self._conn.total_changes
-            self._conn.executemany("INSERT OR IGNORE INTO watermarks VALUES (?, ?, ?, ?, ?, ?, ?, ?)", values)
+            self._conn.executemany("INSERT OR IGNORE INTO watermarks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", values)
             return self._conn.total_changes - before
 
     def accounts(self) -> list[str]:
@@ -82,9 +83,15 @@ class WatermarkRecord:
             return [r[0] for r in self._conn.execute("SELECT DISTINCT account FROM watermarks ORDER BY account")]
 
     def load(self, account: str) -> AccountRecord:
+        """The account's marked and control rows, one per keyed cell (the first served).
+
+        Rows sharing a cell (LSH mode) share one keyed label, so they are one trial, not several:
+        keeping one row per cell keeps the binomial tests of :mod:`extractguard.verify` exact.
+        """
         with self._lock:
             rows = self._conn.execute(
-                "SELECT kind, ts, n_features, input, served_label, owner_label FROM watermarks WHERE account = ? ORDER BY ts, row_sha256",
+                "SELECT kind, ts, n_features, input, served_label, owner_label, cell_sha256 FROM watermarks "
+                "WHERE account = ? ORDER BY ts, row_sha256",
                 (account,),
             ).fetchall()
         if not rows:
@@ -92,7 +99,12 @@ class WatermarkRecord:
         width = rows[0][2]
 
         def pick(kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-            sel = [r for r in rows if r[0] == kind]
+            seen: set[str] = set()
+            sel = []
+            for r in rows:
+                if r[0] == kind and r[6] not in seen:
+                    seen.add(r[6])
+                    sel.append(r)
             X = np.array([np.frombuffer(r[3], dtype="<f8") for r in sel]).reshape(len(sel), width)
             return X, np.array([r[4] for r in sel], dtype=np.int64), np.array([r[5] for r in sel], dtype=np.int64)
 
