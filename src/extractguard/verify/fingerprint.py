@@ -7,6 +7,11 @@ any owner model works (trees, pickles, ONNX, remote): for pairs of the owner's i
 different labels, bisection along the segment between them finds the point where our top-class
 probability margin equals ``margin`` (small: close to the boundary, still our label).
 
+Optionally the candidates are filtered for *conferrability* (Lukas, Zhang & Kerschbaum, ICLR 2021):
+the owner steals its own model (any attack in the suite) to get a few copies, trains a few
+independent models, and keeps the candidates that the copies label like us and the independent
+models do not.  Those transfer to copies far more than to independent models.
+
 The null rate is *calibrated*, not assumed: :meth:`Fingerprint.calibrate` measures how often
 reference models the owner trains independently on the same task agree with us on the points.
 """
@@ -86,11 +91,30 @@ class Fingerprint:
 
     @classmethod
     def create(
-        cls, target: Target, X: np.ndarray, n_points: int = 200, margin: float = 0.1, seed: int = 0
+        cls,
+        target: Target,
+        X: np.ndarray,
+        n_points: int = 200,
+        margin: float = 0.1,
+        seed: int = 0,
+        copies: list[Target] | None = None,
+        independents: list[Target] | None = None,
+        candidates: int = 5,
     ) -> Fingerprint:
+        """Boundary points; with ``copies`` and ``independents``, the most conferrable of
+        ``candidates`` times as many.  The calibration references must be *other* models than
+        ``independents`` (the selection is tuned against those), see :meth:`calibrate`."""
         import datetime as _dt
 
-        pts, lab = boundary_points(target, X, n_points=n_points, margin=margin, seed=seed)
+        select = bool(copies) and bool(independents)
+        pts, lab = boundary_points(target, X, n_points=n_points * (candidates if select else 1), margin=margin, seed=seed)
+        if select:
+            assert copies is not None and independents is not None
+            agree_c = np.mean([m.predict(pts).probabilities.argmax(axis=1) == lab for m in copies], axis=0)
+            agree_i = np.mean([m.predict(pts).probabilities.argmax(axis=1) == lab for m in independents], axis=0)
+            score = agree_c * (1.0 - agree_i)  # conferrability (Lukas et al. 2021, eq. 1)
+            order = np.argsort(-score, kind="stable")[:n_points]
+            pts, lab = pts[order], lab[order]
         return cls(pts, lab, margin, created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
 
     def agreement(self, model: Target) -> int:
@@ -151,3 +175,37 @@ def null_rate(agreements: list[int], n: int, confidence: float) -> float:
     from extractguard.verify.ownership import clopper_pearson_upper
 
     return clopper_pearson_upper(max(agreements), n, 1.0 - confidence)
+
+
+def own_copies(target: Target, X: np.ndarray, n_copies: int = 2, seed: int = 0) -> list[Target]:
+    """Copies of the owner's model stolen by the owner, with the suite's Knockoff attack on ``X``
+    (probability answers, one query per row): the "surrogates" of conferrable fingerprinting."""
+    from extractguard.attacks import create_attack
+    from extractguard.oracle import Oracle
+    from extractguard.oracle.targets import CallableTarget
+
+    out: list[Target] = []
+    for i in range(n_copies):
+        attack = create_attack("knockoff", pool=X, surrogate="auto", seed=seed + 101 + i)
+        attack.fit(Oracle(target, output="probabilities", budget=len(X)), len(X))
+        out.append(CallableTarget(attack.surrogate_.predict_proba, target.schema))
+    return out
+
+
+def fingerprint_model(
+    target: Target, X: np.ndarray, y: np.ndarray, n_points: int = 400, margin: float = 0.05,
+    n_references: int = 8, seed: int = 0,
+) -> Fingerprint:
+    """The whole recipe on the owner's labelled data ``(X, y)``: own copies and 4 independent
+    models for the conferrable selection, then ``n_references`` *other* independent models
+    (other seeds, 80 % subsamples) to calibrate the null rate."""
+    from extractguard.verify.references import train_references
+
+    X = target.schema.validate(X, what="owner data")
+    y = np.asarray(y, dtype=np.int64)
+    if len(X) != len(y):
+        raise ConfigurationError(f"owner data: {len(X)} rows but {len(y)} labels")
+    copies = own_copies(target, X, 2, seed)
+    selection = [t for _, t in train_references(X, y, target.schema, n_models=4, seed=seed + 1)]
+    fp = Fingerprint.create(target, X, n_points=n_points, margin=margin, seed=seed, copies=copies, independents=selection)
+    return fp.calibrate(train_references(X, y, target.schema, n_models=n_references, seed=seed + 2))

@@ -40,7 +40,10 @@ def _estimator(family: str, seed: int) -> Any:
     if family == "knn":
         return make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=3 + 2 * (seed % 4)))
     if family == "svm":
-        return make_pipeline(StandardScaler(), SVC(C=1.0 + seed % 5, probability=True, random_state=seed))
+        from sklearn.calibration import CalibratedClassifierCV
+
+        # scikit-learn 1.9 deprecates SVC(probability=True) in favour of this calibration.
+        return make_pipeline(StandardScaler(), CalibratedClassifierCV(SVC(C=1.0 + seed % 5, random_state=seed), ensemble=False))
     raise ConfigurationError(f"unknown reference family {family!r}; choose from {', '.join(REFERENCE_FAMILIES)}")
 
 
