@@ -65,6 +65,7 @@ def main() -> None:
     ap.add_argument("--projections", type=int, default=8)
     ap.add_argument("--independents", type=int, default=24, help="independent models of the references' families")
     ap.add_argument("--steps", type=int, default=6000, help="training steps of the converged copy")
+    ap.add_argument("--margin", type=float, default=0.2, help="fingerprint margin")
     ap.add_argument("--alpha", type=float, default=1e-6)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="benchmarks/out/verify.json")
@@ -100,7 +101,7 @@ def main() -> None:
 
     # Fingerprint (owner side, before any theft): owner's training split only.
     t0 = time.perf_counter()
-    fp = fingerprint_model(v.target, X_all[v.splits.train], y_all[v.splits.train], n_points=400, margin=0.05,
+    fp = fingerprint_model(v.target, X_all[v.splits.train], y_all[v.splits.train], n_points=400, margin=args.margin,
                            n_references=8, seed=args.seed + 1)
     console.print(f"fingerprint: {len(fp.labels)} points, reference agreement {fp.reference_agreements}, p0 = {fp.p0:.3f} "
                   f"({time.perf_counter() - t0:.0f} s)")

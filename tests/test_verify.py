@@ -107,7 +107,7 @@ def test_two_class_watermark_uses_the_control_bound() -> None:
 def test_fingerprint_transfers_to_copies_not_to_independent_models(stolen: dict[str, Any]) -> None:
     v = stolen["victim"]
     fp = fingerprint_model(v.target, v.dataset.X[v.splits.train], v.dataset.y[v.splits.train], n_points=150,
-                           margin=0.05, n_references=4, seed=0)
+                           n_references=4, seed=0, augment=2)
     assert fp.p0 is not None and len(fp.labels) == 150
     assert (v.target.predict(fp.X).probabilities.argmax(1) == fp.labels).all()
     copy_t = verify_suspect(stolen["copy"], fingerprint=fp).tests[0]

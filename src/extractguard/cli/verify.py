@@ -18,7 +18,7 @@ def _sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def load_suspect(path: Path, sample: Any, n_classes: int | None) -> tuple[Any, dict[str, Any]]:
+def load_suspect(path: Path, sample: Any, n_classes: int | None, input_shape: tuple[int, ...] | None = None) -> tuple[Any, dict[str, Any]]:
     """A suspect target from a model file or a remote target YAML, and its description for the bundle."""
     from extractguard.errors import ModelLoadError, check_readable_file
 
@@ -35,7 +35,7 @@ def load_suspect(path: Path, sample: Any, n_classes: int | None) -> tuple[Any, d
     from extractguard.oracle.loading import build_target, load_model_file
 
     loaded = load_model_file(path)
-    target = build_target(loaded, sample, None, n_classes)
+    target = build_target(loaded, sample, input_shape, n_classes)
     return target, {"kind": "file", "path": str(path), "format": loaded.kind, "sha256": _sha256_file(path)}
 
 
@@ -52,6 +52,7 @@ def register(app: typer.Typer) -> None:
         account: Annotated[Optional[list[str]], typer.Option("--account", help="Account(s) to test (default: every account on record).")] = None,
         fingerprint: Annotated[Optional[Path], typer.Option(help="Fingerprint file from `extractguard fingerprint`.")] = None,
         n_classes: Annotated[Optional[int], typer.Option(help="Classes of the suspect, if its file does not say.")] = None,
+        input_shape: Annotated[Optional[str], typer.Option(help="Shape of one input for a TorchScript suspect, e.g. 1,28,28.")] = None,
         alpha: Annotated[float, typer.Option(help="Accuse when a Bonferroni-corrected p-value is below this.")] = 1e-6,
         sign_key: Annotated[Optional[Path], typer.Option(help="Ed25519 private key (PEM) signing the evidence bundle.")] = None,
         bundle: Annotated[Optional[Path], typer.Option(help="Where to write the signed evidence bundle.")] = None,
@@ -115,7 +116,9 @@ def register(app: typer.Typer) -> None:
         key = evidence.load_signing_key(sign_key) if sign_key is not None else None  # fail before querying
         sample = records[0].marked_X if records else fp.X  # type: ignore[union-attr]
         with console.status(f"querying the suspect {suspect.name}"):
-            target, described = load_suspect(suspect, sample, n_classes)
+            from extractguard.cli import _parse_shape
+
+            target, described = load_suspect(suspect, sample, n_classes, _parse_shape(input_shape))
             verdict = verify_suspect(target, records, fp, alpha=alpha)
 
         table = Table(title=f"Ownership tests against {suspect.name}")
@@ -142,7 +145,7 @@ def register(app: typer.Typer) -> None:
         model: Annotated[Optional[Path], typer.Option(help="Your model file (.pkl/.joblib/.onnx/.pt).")] = None,
         data: Annotated[Optional[Path], typer.Option(help="With --model: your labelled data (.csv with a label column, .npz with X and y).")] = None,
         points: Annotated[int, typer.Option(help="Fingerprint points.")] = 400,
-        margin: Annotated[float, typer.Option(help="Probability margin of the points over the decision boundary.")] = 0.05,
+        margin: Annotated[float, typer.Option(help="Probability margin of the points over the decision boundary.")] = 0.2,
         references: Annotated[int, typer.Option(help="Independently trained models calibrating the null rate.")] = 8,
         seed: Annotated[int, typer.Option(help="Seed.")] = 0,
     ) -> None:

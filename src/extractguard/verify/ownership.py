@@ -199,6 +199,11 @@ def verify_suspect(
     tests: list[TestResult] = []
     c = suspect.schema.n_classes
     for rec in records or []:
+        width = rec.marked_X.shape[1] if len(rec.marked_X) else suspect.schema.n_features
+        if width != suspect.schema.n_features:
+            raise ConfigurationError(
+                f"account {rec.account!r}'s watermarked inputs have {width} features per row, the suspect takes {suspect.schema.n_features}"
+            )
         tests.append(watermark_test(suspect, rec, c, beta))
     if fingerprint is not None:
         if fingerprint.X.shape[1] != suspect.schema.n_features:
