@@ -183,6 +183,11 @@ def test_cli_verify_file_and_http_suspects_sign_and_check(stolen: dict[str, Any]
     r = runner.invoke(app, ["verify", "--check", str(out), "--public-key", str(tmp_path / "k.pem.pub")])
     assert r.exit_code == 0, r.output
     assert "bundle intact" in r.output
+    # The gateway config names the record (watermark_db); no bundle asked for, none written.
+    (tmp_path / "gw.yaml").write_text(f"model: {{victim: digits-logreg}}\nwatermark_db: {stolen['record_path']}\n")
+    r = runner.invoke(app, ["verify", "--suspect", str(suspect), "--config", str(tmp_path / "gw.yaml"), "--account", "honest"])
+    assert r.exit_code == 0, r.output
+    assert "NOT SHOWN TO BE A COPY" in r.output and "signed evidence" not in r.output
     tampered = json.loads(out.read_text())
     tampered["body"]["tests"][0]["suspect_labels"][0] += 1
     (tmp_path / "bad.json").write_text(json.dumps(tampered))
