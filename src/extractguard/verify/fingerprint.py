@@ -194,13 +194,13 @@ def own_copies(target: Target, X: np.ndarray, n_copies: int = 2, seed: int = 0) 
 
 def fingerprint_model(
     target: Target, X: np.ndarray, y: np.ndarray, n_points: int = 400, margin: float = 0.2,
-    n_references: int = 8, seed: int = 0, augment: int = 4, noise: float = 0.06,
+    n_references: int = 8, seed: int = 0, augment: int = 4, noise: float = 0.06, n_selection: int = 8,
 ) -> Fingerprint:
     """The whole recipe on the owner's labelled data ``(X, y)``.
 
     Two own copies stolen with Knockoff from ``augment`` noisy versions of each row (Gaussian,
     ``noise`` times each feature's range: a thief's transfer set is rarely the owner's exact data)
-    and 8 independent models drive the conferrable selection; ``n_references`` *other*
+    and ``n_selection`` independent models drive the conferrable selection; ``n_references`` *other*
     independent models (other seeds, 80 % subsamples) calibrate the null rate.  Defaults measured
     on digits (benchmarks/RESULTS.md): margin 0.2 separates copies from independent models best.
     """
@@ -219,6 +219,6 @@ def fingerprint_model(
         noisy = np.repeat(X, augment, axis=0) + rng.normal(size=(augment * len(X), X.shape[1])) * noise * span
         transfer = np.clip(noisy, low, high)
     copies = own_copies(target, transfer, 2, seed)
-    selection = [t for _, t in train_references(X, y, target.schema, n_models=8, seed=seed + 1)]
+    selection = [t for _, t in train_references(X, y, target.schema, n_models=n_selection, seed=seed + 1)]
     fp = Fingerprint.create(target, X, n_points=n_points, margin=margin, seed=seed, copies=copies, independents=selection)
     return fp.calibrate(train_references(X, y, target.schema, n_models=n_references, seed=seed + 2))
