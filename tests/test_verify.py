@@ -122,7 +122,12 @@ def test_fingerprint_transfers_to_copies_not_to_independent_models(stolen: dict[
 
 
 def test_evidence_bundle_verifies_and_fails_after_any_edit(stolen: dict[str, Any], tmp_path: Path) -> None:
-    verdict = verify_suspect(stolen["copy"], [stolen["record"].load("mallory")])
+    v = stolen["victim"]
+    train = v.dataset.X[v.splits.train]
+    fp = Fingerprint.create(v.target, train, n_points=60, seed=0).calibrate(
+        train_references(train, v.dataset.y[v.splits.train], v.schema, n_models=2, families=("logreg", "forest")))
+    verdict = verify_suspect(stolen["copy"], [stolen["record"].load("mallory")], fp)
+    assert [t.name for t in verdict.tests] == ["watermark", "fingerprint"]
     priv, pub = generate_signing_key(tmp_path / "owner.pem")
     key = load_signing_key(priv)
     bundle = sign_bundle(build_bundle(verdict, {"kind": "test"}), key)
@@ -145,6 +150,8 @@ def test_evidence_bundle_verifies_and_fails_after_any_edit(stolen: dict[str, Any
         (["body", "verdict", "is_copy"], False),
         (["body", "created"], "2020-01-01T00:00:00+00:00"),
         (["body", "suspect", "kind"], "other"),
+        (["body", "tests", 1, "reference_agreements", 0], 0),
+        (["body", "tests", 1, "expected_labels", 3], (bundle["body"]["tests"][1]["expected_labels"][3] + 1) % 10),
         (["signature", "value"], "00" * 64),
     ]:
         problems = edited(path, value)
@@ -153,10 +160,12 @@ def test_evidence_bundle_verifies_and_fails_after_any_edit(stolen: dict[str, Any
     # and a pinned public key does not match.
     b = copy.deepcopy(bundle)
     b["body"]["tests"][0]["k"] += 1
+    b["body"]["tests"][1]["reference_agreements"] = [0, 0]  # a lower null rate would inflate the evidence
     other = load_signing_key(generate_signing_key(tmp_path / "other.pem")[0])
     resigned = sign_bundle(b["body"], other)
     problems = check_bundle(resigned, public_key_hex=bundle["signature"]["public_key"])
     assert any("recorded k" in p for p in problems) and any("different key" in p for p in problems)
+    assert any("test 2 (fingerprint" in p and "p0" in p for p in problems)
     assert check_bundle({"format": "nope"}) != []
     with pytest.raises(ConfigurationError, match="already exists"):
         generate_signing_key(priv)
