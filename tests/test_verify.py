@@ -279,3 +279,14 @@ def test_end_to_end_through_the_gateway(tmp_path: Path) -> None:
     by_account = {t.account: t for t in verdict.tests}
     assert verdict.is_copy and verdict.strongest is not None and verdict.strongest.account == "thief"
     assert by_account["thief"].p_value < 1e-6 and by_account["honest"].p_value > 1e-3
+
+
+def test_cli_fingerprint_refuses_bad_input_in_one_line(tmp_path: Path) -> None:
+    runner = CliRunner()
+    r = runner.invoke(app, ["fingerprint", "--out", str(tmp_path / "fp.json")])
+    assert r.exit_code == 2 and "exactly one of --victim or --model" in r.output
+    (tmp_path / "m.pkl").write_bytes(b"junk")
+    r = runner.invoke(app, ["fingerprint", "--out", str(tmp_path / "fp.json"), "--model", str(tmp_path / "m.pkl")])
+    assert r.exit_code == 2 and "--model needs --data" in r.output
+    r = runner.invoke(app, ["verify", "--suspect", str(tmp_path / "m.pkl"), "--fingerprint", str(tmp_path / "m.pkl")])
+    assert r.exit_code == 2 and "not a fingerprint file" in r.output
