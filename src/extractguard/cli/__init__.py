@@ -222,6 +222,10 @@ from extractguard.cli.gateway import register as _register_gateway  # noqa: E402
 
 _register_gateway(app)  # serve, keys, audit
 
+from extractguard.cli.verify import register as _register_verify  # noqa: E402
+
+_register_verify(app)  # verify, fingerprint
+
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``extractguard`` script."""

@@ -6,8 +6,8 @@ nothing invalid ever reaches the model):
 1. authenticate the API key (401) and the tier's access to the model (403, 404);
 2. body size (413), JSON (400), tensor name/shape/dtype/NaN (400), rows per request (413);
 3. rate limits, quota and spend cap charged per input row (429 + Retry-After);
-4. model -> defense chain -> the tier's output mode (:class:`OutputSpec`);
-5. audit record (hash chain), metrics, one JSON log line.
+4. model -> defense chain -> keyed watermark (if the tier has one) -> the tier's output mode;
+5. watermark record (marked and control rows only), audit record (hash chain), metrics, one JSON log line.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from extractguard.gateway.metrics import GatewayMetrics
 from extractguard.oracle.answer import Answer, OutputSpec
 from extractguard.oracle.oip import decode_request, encode_response
 from extractguard.oracle.targets import Target
+from extractguard.watermark import AnswerWatermark, WatermarkRecord, load_or_create_master_key
 
 log = get_logger()
 
@@ -48,6 +49,7 @@ class _Tier:
     spec: OutputSpec
     chain: DefenseChain
     max_rows: int
+    watermark: AnswerWatermark | None = None
 
 
 @dataclass
@@ -62,6 +64,7 @@ class Gateway:
     metrics: GatewayMetrics
     tiers: dict[str, _Tier]
     rng: np.random.Generator
+    watermarks: WatermarkRecord | None = None
     trusted: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = field(default_factory=list)
 
     @property
@@ -99,6 +102,8 @@ class Gateway:
         self.keys.close()
         if self.audit is not None:
             self.audit.close()
+        if self.watermarks is not None:
+            self.watermarks.close()
         close_storage = getattr(self.limits.storage, "close", None)  # our SQLite storage
         if callable(close_storage):
             close_storage()
@@ -113,10 +118,17 @@ def build_gateway(config: GatewayConfig, target: Target | None = None, owner_dat
     if target is None:
         target, owner_data = build_backend(config.model)
     tiers: dict[str, _Tier] = {}
+    marking = any(tc.watermark is not None for tc in config.tiers.values())
+    master = load_or_create_master_key(config.watermark_key_path) if marking else None
     for name, tc in config.tiers.items():
         chain = build_chain(tc.defenses).fit(target, owner_data)
         max_rows = min(tc.max_rows_per_request or config.max_rows_per_request, config.max_rows_per_request)
-        tiers[name] = _Tier(name, tc, OutputSpec.parse(tc.output), chain, max_rows)
+        wm = None
+        if tc.watermark is not None and master is not None:
+            w = tc.watermark
+            wm = AnswerWatermark(master, w.fraction, w.control_fraction, w.cell_width, w.projections,
+                                 target.schema.low, target.schema.high)
+        tiers[name] = _Tier(name, tc, OutputSpec.parse(tc.output), chain, max_rows, wm)
     return Gateway(
         config=config,
         target=target,
@@ -126,6 +138,7 @@ def build_gateway(config: GatewayConfig, target: Target | None = None, owner_dat
         metrics=GatewayMetrics(),
         tiers=tiers,
         rng=np.random.default_rng(config.seed),
+        watermarks=WatermarkRecord(config.watermark_db_path) if marking else None,
         trusted=[ipaddress.ip_network(p, strict=False) for p in config.trusted_proxies],
     )
 
@@ -271,6 +284,11 @@ def create_app(config: GatewayConfig, target: Target | None = None, owner_data: 
         m.model_latency.labels(name).observe(time.perf_counter() - tm)
         p = tier.chain.apply(pred.probabilities, X, gw.rng) if tier.chain.defenses else pred.probabilities
         logits = pred.logits if not tier.chain.defenses else None
+        if tier.watermark is not None:
+            p, marks = tier.watermark.apply(p, X, account.account)
+            logits = None  # the served logits must agree with the marked probabilities
+            if gw.watermarks is not None:
+                gw.watermarks.add(account.account, X, marks)
         answer = Answer.from_probabilities(p, tier.spec, logits)
         request_id = body.get("id") if isinstance(body.get("id"), str) else None
         out = encode_response(answer, name, request_id)

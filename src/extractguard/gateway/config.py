@@ -66,6 +66,15 @@ class ModelConfig(_Strict):
         return self
 
 
+class WatermarkConfig(_Strict):
+    """Keyed answer watermark of a tier (DAWN, Szyller et al. 2021); see docs/verify.md."""
+
+    fraction: float = Field(0.005, gt=0, le=0.2, description="Share of answers altered (a keyed wrong label).")
+    control_fraction: Optional[float] = Field(None, ge=0, le=0.2, description="Share recorded unaltered as the control sample (default: fraction).")
+    cell_width: Optional[float] = Field(None, gt=0, description="Mark keyed LSH cells of this width (inputs scaled to [0, 1]) instead of exact rows.")
+    projections: int = Field(12, ge=1, le=256, description="LSH projections per cell (with cell_width).")
+
+
 class TierConfig(_Strict):
     """What one class of customer sees and may spend."""
 
@@ -77,6 +86,7 @@ class TierConfig(_Strict):
     spend_cap: Optional[float] = Field(None, gt=0, description="Largest spend per month (price_per_row * rows).")
     max_rows_per_request: Optional[int] = Field(None, ge=1)
     models: Optional[list[str]] = Field(None, description="Models this tier may call (default: all).")
+    watermark: Optional[WatermarkConfig] = Field(None, description="Keyed answer watermark, e.g. {fraction: 0.005}.")
 
     @field_validator("output")
     @classmethod
@@ -135,6 +145,8 @@ class GatewayConfig(_Strict):
     keys_db: Optional[Path] = Field(None, description="API-key database (default: state_dir/keys.db).")
     audit_db: Optional[Path] = Field(None, description="Audit log (default: state_dir/audit.db).")
     audit_enabled: bool = True
+    watermark_key: Optional[Path] = Field(None, description="Watermark master key file (default: state_dir/watermark.key, created once).")
+    watermark_db: Optional[Path] = Field(None, description="Record of watermarked answers (default: state_dir/watermarks.db).")
     trusted_proxies: list[str] = Field(default_factory=list, description="IPs/CIDRs whose X-Forwarded-For is believed.")
     ip_limits: list[str] = Field(default_factory=list, description="Per client-IP limits in rows, e.g. ['1000/minute'].")
     global_limits: list[str] = Field(default_factory=list, description="Limits over all callers together, in rows.")
@@ -184,6 +196,14 @@ class GatewayConfig(_Strict):
     def audit_path(self) -> Path:
         return self.audit_db or self.state_dir / "audit.db"
 
+    @property
+    def watermark_key_path(self) -> Path:
+        return self.watermark_key or self.state_dir / "watermark.key"
+
+    @property
+    def watermark_db_path(self) -> Path:
+        return self.watermark_db or self.state_dir / "watermarks.db"
+
 
 def _format_error(exc: ValidationError) -> str:
     parts = []
@@ -222,7 +242,7 @@ def load_config(path: Path | str, check_defenses: bool = True) -> GatewayConfig:
     cfg = parse_config(data, p.name, check_defenses)
     base = p.resolve().parent
     updates: dict[str, Any] = {}
-    for field in ("state_dir", "keys_db", "audit_db"):
+    for field in ("state_dir", "keys_db", "audit_db", "watermark_key", "watermark_db"):
         val = getattr(cfg, field)
         if val is not None and not Path(val).is_absolute():
             updates[field] = base / val

@@ -1,0 +1,216 @@
+"""Ownership tests: is a suspect model a copy of ours?  Each test gives a p-value under a stated null.
+
+* **Watermark test** (DAWN, Szyller et al. 2021).  The suspect is asked about the rows whose
+  answers we watermarked for one account.  Null hypothesis H0: *the suspect was built without the
+  account's watermarked answers* (it is independent of the secret per-account key).  Each keyed
+  wrong label is uniform over the C-1 classes other than our label and independent of anything
+  the suspect knows, so given the m marked rows on which the suspect disagrees with our label,
+  the number k that hit the keyed label is Binomial(m, 1/(C-1)) under H0: an exact conditional
+  test, no estimate needed.  For two classes that test has no power (the only wrong label is the
+  keyed one), so the unconditional test is used: k of n marked rows carry the keyed label, and
+  under H0 each does with probability at most the suspect's disagreement rate with us, bounded
+  above (Clopper-Pearson, miss probability ``beta``) on the account's *control* rows: keyed-random
+  rows of the same traffic, served unaltered.  Its p-value adds ``beta`` (union bound).
+* **Fingerprint test** (IPGuard, Cao, Jia & Gong 2021).  The suspect labels our fingerprint
+  points (near our decision boundary).  H0: *the suspect agrees with us on each point
+  independently with probability at most p0*, the highest agreement rate among reference models
+  we trained independently on the same task (upper 95 % Clopper-Pearson bound).  k of n agree:
+  binomial tail.  This null is empirical (it is as good as the reference models are
+  representative of independent models), which is why the watermark test is the primary proof.
+
+The verdict accuses only when a p-value, Bonferroni-corrected for the number of tests (one per
+account, plus the fingerprint), is below ``alpha``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy.stats import binomtest
+
+from extractguard.errors import ConfigurationError
+from extractguard.oracle.targets import Target
+from extractguard.watermark.record import AccountRecord
+
+#: Miss probability of the control-based bound in the two-class watermark test.
+DEFAULT_BETA = 1e-7
+
+
+def binomial_tail(k: int, n: int, p0: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p0) (``scipy.stats.binomtest``, one-sided)."""
+    if n == 0 or k == 0:
+        return 1.0
+    if p0 >= 1.0:
+        return 1.0
+    return float(binomtest(int(k), int(n), float(p0), alternative="greater").pvalue)
+
+
+def clopper_pearson_upper(k: int, n: int, miss: float) -> float:
+    """One-sided upper confidence bound for a binomial rate (exact, Clopper & Pearson 1934)."""
+    if n == 0:
+        return 1.0
+    if k >= n:
+        return 1.0
+    from scipy.stats import beta
+
+    return float(beta.ppf(1.0 - miss, k + 1, n - k))
+
+
+@dataclass
+class TestResult:
+    """One ownership test: counts, null rate, p-value, the stated null, and the raw evidence."""
+
+    name: str
+    account: str | None
+    null: str
+    n: int  # trials the binomial counts over
+    k: int  # successes (agreements with the owner's mark / label)
+    p0: float  # the null success rate
+    p_value: float
+    inputs: np.ndarray
+    expected: np.ndarray  # labels the owner expects from a copy
+    answers: np.ndarray  # labels the suspect gave
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return {"name": self.name, "account": self.account, "n": self.n, "k": self.k, "p0": self.p0,
+                "p_value": self.p_value, **{k: v for k, v in self.extra.items() if not isinstance(v, (list, np.ndarray))}}
+
+
+def _now() -> str:
+    import datetime as _dt
+
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _labels(suspect: Target, X: np.ndarray) -> np.ndarray:
+    if len(X) == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.asarray(suspect.predict(X).probabilities, dtype=np.float64).argmax(axis=1).astype(np.int64)
+
+
+def watermark_test(suspect: Target, record: AccountRecord, n_classes: int, beta: float = DEFAULT_BETA) -> TestResult:
+    """The DAWN watermark test for one account's record (see the module docstring)."""
+    if len(record.marked_X) == 0:
+        raise ConfigurationError(f"account {record.account!r} has no watermarked answers on record")
+    answers = _labels(suspect, record.marked_X)
+    hit = answers == record.marked_served
+    differ = answers != record.marked_owner
+    control_answers = _labels(suspect, record.control_X)
+    control_differ = int((control_answers != record.control_owner).sum())
+    extra: dict[str, Any] = {
+        "marked_rows": int(len(answers)),
+        "marked_rows_disagreeing": int(differ.sum()),
+        "control_rows": int(len(control_answers)),
+        "control_rows_disagreeing": control_differ,
+        "n_classes": int(n_classes),
+        "owner_labels": record.marked_owner,
+        "answered_at": _now(),
+        "control_inputs": record.control_X,
+        "control_expected": record.control_owner,
+        "control_answers": control_answers,
+    }
+    if n_classes >= 3:
+        n, k, p0 = int(differ.sum()), int(hit.sum()), 1.0 / (n_classes - 1)
+        p = binomial_tail(k, n, p0)
+        null = (f"H0: the suspect is independent of account {record.account!r}'s secret watermark key. Then each keyed "
+                f"wrong label is uniform over the {n_classes - 1} classes other than the owner's label, so of the n marked "
+                f"rows where the suspect disagrees with the owner, the number k carrying the keyed label is "
+                f"Binomial(n, 1/{n_classes - 1}) (exact conditional test).")
+        extra["method"] = "conditional"
+    else:
+        if len(record.control_X) == 0:
+            raise ConfigurationError("a two-class watermark test needs control rows (set control_fraction > 0)")
+        d_hi = clopper_pearson_upper(control_differ, len(control_answers), beta)
+        n, k, p0 = int(len(answers)), int(hit.sum()), d_hi
+        p = min(1.0, binomial_tail(k, n, p0) + beta)
+        null = (f"H0: the suspect is independent of account {record.account!r}'s secret watermark key. Then each of the n "
+                f"marked rows carries the keyed label with probability at most the suspect's disagreement rate with the "
+                f"owner, bounded by {d_hi:.4g} (Clopper-Pearson upper bound on the control rows, miss probability "
+                f"{beta:g}, added to the p-value).")
+        extra["method"] = "control-bound"
+        extra["beta"] = beta
+    return TestResult("watermark", record.account, null, n, k, p0, p, record.marked_X, record.marked_served, answers, extra)
+
+
+def fingerprint_test(suspect: Target, fingerprint: Any) -> TestResult:
+    """The IPGuard fingerprint test against a calibrated :class:`~extractguard.verify.Fingerprint`."""
+    if fingerprint.p0 is None:
+        raise ConfigurationError("the fingerprint is not calibrated: run Fingerprint.calibrate(reference models) first")
+    answers = _labels(suspect, fingerprint.X)
+    k, n = int((answers == fingerprint.labels).sum()), int(len(answers))
+    p = binomial_tail(k, n, fingerprint.p0)
+    null = (f"H0: the suspect is an independently trained model, agreeing with the owner on each fingerprint point "
+            f"independently with probability at most {fingerprint.p0:.4g} (upper 95% Clopper-Pearson bound of the best of "
+            f"{len(fingerprint.reference_agreements)} independently trained reference models).")
+    extra = {"reference_agreements": list(fingerprint.reference_agreements), "confidence": fingerprint.confidence,
+             "answered_at": _now()}
+    return TestResult("fingerprint", None, null, n, k, fingerprint.p0, p, fingerprint.X, fingerprint.labels, answers, extra)
+
+
+@dataclass
+class Verdict:
+    """The decision over all tests: accused if a Bonferroni-corrected p-value is below ``alpha``."""
+
+    tests: list[TestResult]
+    alpha: float
+
+    @property
+    def corrected(self) -> list[float]:
+        m = len(self.tests)
+        return [min(1.0, t.p_value * m) for t in self.tests]
+
+    @property
+    def p_value(self) -> float:
+        return min(self.corrected) if self.tests else 1.0
+
+    @property
+    def is_copy(self) -> bool:
+        return self.p_value < self.alpha
+
+    @property
+    def strongest(self) -> TestResult | None:
+        return self.tests[int(np.argmin(self.corrected))] if self.tests else None
+
+    def describe(self) -> str:
+        if not self.tests:
+            return "no tests were run"
+        t = self.strongest
+        assert t is not None
+        who = f" (account {t.account!r})" if t.account else ""
+        if self.is_copy:
+            return (f"COPY: the {t.name} test{who} rejects independence, p = {self.p_value:.3g} "
+                    f"(Bonferroni over {len(self.tests)} tests) < alpha = {self.alpha:g}")
+        return f"NOT SHOWN TO BE A COPY: smallest corrected p = {self.p_value:.3g} >= alpha = {self.alpha:g}"
+
+
+def verify_suspect(
+    suspect: Target,
+    records: list[AccountRecord] | None = None,
+    fingerprint: Any = None,
+    alpha: float = 1e-6,
+    beta: float = DEFAULT_BETA,
+) -> Verdict:
+    """Run the watermark test for every account record given, and the fingerprint test if given."""
+    if not 0.0 < alpha < 1.0:
+        raise ConfigurationError(f"alpha must be in (0, 1), got {alpha}")
+    tests: list[TestResult] = []
+    c = suspect.schema.n_classes
+    for rec in records or []:
+        width = rec.marked_X.shape[1] if len(rec.marked_X) else suspect.schema.n_features
+        if width != suspect.schema.n_features:
+            raise ConfigurationError(
+                f"account {rec.account!r}'s watermarked inputs have {width} features per row, the suspect takes {suspect.schema.n_features}"
+            )
+        tests.append(watermark_test(suspect, rec, c, beta))
+    if fingerprint is not None:
+        if fingerprint.X.shape[1] != suspect.schema.n_features:
+            raise ConfigurationError(
+                f"the fingerprint has {fingerprint.X.shape[1]} features per row, the suspect takes {suspect.schema.n_features}"
+            )
+        tests.append(fingerprint_test(suspect, fingerprint))
+    if not tests:
+        raise ConfigurationError("nothing to test: give a watermark record and/or a fingerprint")
+    return Verdict(tests, alpha)

@@ -1,0 +1,26 @@
+"""Keyed answer watermarking (DAWN, Szyller et al. 2021): mark a keyed fraction of answers per
+account, record them, and later prove that a suspect model learned them (see :mod:`extractguard.verify`)."""
+
+from extractguard.watermark.keyed import (
+    AnswerWatermark,
+    WatermarkDecision,
+    canonical_rows,
+    derive_account_key,
+    generate_master_key,
+    row_digest,
+)
+from extractguard.watermark.record import AccountRecord, WatermarkRecord, load_or_create_master_key
+from extractguard.watermark.target import WatermarkedTarget
+
+__all__ = [
+    "AccountRecord",
+    "AnswerWatermark",
+    "WatermarkDecision",
+    "WatermarkRecord",
+    "WatermarkedTarget",
+    "canonical_rows",
+    "derive_account_key",
+    "generate_master_key",
+    "load_or_create_master_key",
+    "row_digest",
+]

@@ -1,0 +1,165 @@
+"""Keyed answer watermark: determinism, per-account keys, the record, and the gateway tier option."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from extractguard.errors import ConfigurationError
+from extractguard.gateway import load_config
+from extractguard.watermark import (
+    AnswerWatermark,
+    WatermarkedTarget,
+    WatermarkRecord,
+    derive_account_key,
+    load_or_create_master_key,
+    row_digest,
+)
+from gateway_helpers import infer_body, iris_target, make_app
+
+MASTER = bytes(range(32))
+
+
+def _probs(n: int, c: int, seed: int = 0) -> np.ndarray:
+    z = np.random.default_rng(seed).normal(size=(n, c)) * 3
+    e = np.exp(z - z.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def test_marks_are_keyed_deterministic_and_the_configured_fraction() -> None:
+    rng = np.random.default_rng(1)
+    X = rng.uniform(0, 16, size=(20000, 8))
+    p = _probs(len(X), 10)
+    wm = AnswerWatermark(MASTER, fraction=0.01)
+    out, dec = wm.apply(p, X, "alice")
+    # Binomial(20000, 0.01): mean 200, sd 14; 5 sd either side cannot fail by chance in practice.
+    assert 130 < dec.marked.sum() < 270
+    assert 130 < dec.control.sum() < 270 and not (dec.marked & dec.control).any()
+    # Marked rows: a different, valid, equally confident answer whose top label is the keyed one.
+    m = dec.marked
+    assert (out[m].argmax(1) == dec.served_labels[m]).all() and (dec.served_labels[m] != p[m].argmax(1)).all()
+    np.testing.assert_allclose(np.sort(out, axis=1), np.sort(p, axis=1))
+    np.testing.assert_array_equal(out[~m], p[~m])
+    # Wrong labels spread over the other classes (uniform over 9: every one appears).
+    assert len(set(((dec.served_labels[m] - dec.owner_labels[m]) % 10).tolist())) == 9
+    # Same key, same rows (in any order and batching) -> same answers; FP32 vs FP64 input alike.
+    order = rng.permutation(len(X))[:500]
+    again, dec2 = AnswerWatermark(MASTER, fraction=0.01).apply(p[order], X[order].astype(np.float32), "alice")
+    np.testing.assert_array_equal(again, out[order])
+    # Another account (or another master key) marks a different set.
+    _, bob = wm.apply(p, X, "bob")
+    _, other = AnswerWatermark(bytes(32), fraction=0.01).apply(p, X, "alice")
+    assert (bob.marked & dec.marked).sum() < 20 and (other.marked & dec.marked).sum() < 20
+
+
+def test_account_keys_and_bad_parameters() -> None:
+    assert derive_account_key(MASTER, "alice") == derive_account_key(MASTER, "alice")
+    assert derive_account_key(MASTER, "alice") != derive_account_key(MASTER, "alice ")
+    with pytest.raises(ConfigurationError, match="at least 16 bytes"):
+        AnswerWatermark(b"short")
+    with pytest.raises(ConfigurationError, match="fraction"):
+        AnswerWatermark(MASTER, fraction=0.5)
+    with pytest.raises(ConfigurationError, match="fraction"):
+        AnswerWatermark(MASTER, fraction=0.0)
+
+
+def test_record_stores_distinct_marked_and_control_rows(tmp_path: Path) -> None:
+    target = iris_target()
+    rec = WatermarkRecord(tmp_path / "wm.db")
+    wt = WatermarkedTarget(target, AnswerWatermark(MASTER, fraction=0.1, control_fraction=0.05), "alice", rec)
+    X = np.random.default_rng(0).uniform(target.schema.low, target.schema.high, size=(400, 4))
+    served = wt.predict(X).probabilities
+    wt.predict(X[:200])  # repeats are not stored twice
+    r = rec.load("alice")
+    truth = target.predict(X).probabilities.argmax(1)
+    assert 20 < len(r.marked_X) < 70 and 5 < len(r.control_X) < 45
+    assert len({row_digest(x) for x in r.marked_X}) == len(r.marked_X)
+    # Stored rows, labels and served answers agree with what was served.
+    idx = [int(np.flatnonzero((X == x).all(1))[0]) for x in r.marked_X]
+    np.testing.assert_array_equal(served[idx].argmax(1), r.marked_served)
+    np.testing.assert_array_equal(truth[idx], r.marked_owner)
+    assert (r.marked_served != r.marked_owner).all()
+    assert rec.accounts() == ["alice"]
+    with pytest.raises(ConfigurationError, match="no rows for account 'bob'"):
+        rec.load("bob")
+    rec.close()
+
+
+def test_master_key_file_is_created_once_private(tmp_path: Path) -> None:
+    path = tmp_path / "k" / "watermark.key"
+    key = load_or_create_master_key(path)
+    assert len(key) == 32 and load_or_create_master_key(path) == key
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    path.write_text("zz\n")
+    with pytest.raises(ConfigurationError, match="not a watermark key"):
+        load_or_create_master_key(path)
+
+
+def test_gateway_tier_watermarks_and_records_per_account(tmp_path: Path) -> None:
+    tiers = {
+        "marked": {"output": "probabilities", "watermark": {"fraction": 0.2}},
+        "plain": {"output": "probabilities"},
+    }
+    app = make_app(tmp_path, target=iris_target(), tiers=tiers)
+    gw = app.state.gateway
+    client = TestClient(app)
+    ka, kb, kp = gw.keys.create("alice", "marked"), gw.keys.create("bob", "marked"), gw.keys.create("carol", "plain")
+    X = np.random.default_rng(3).uniform([4, 2, 1, 0], [8, 4.5, 7, 2.5], size=(50, 4))
+    truth = iris_target().predict(X).probabilities.argmax(1)
+
+    def labels(key: str) -> np.ndarray:
+        r = client.post("/v2/models/iris/infer", json=infer_body(X), headers={"Authorization": f"Bearer {key}"})
+        assert r.status_code == 200
+        return np.array({o["name"]: o for o in r.json()["outputs"]}["label"]["data"])
+
+    a1, a2, b, plain = labels(ka), labels(ka), labels(kb), labels(kp)
+    np.testing.assert_array_equal(a1, a2)  # a repeated query gets the same (marked) answer
+    np.testing.assert_array_equal(plain, truth)  # an unmarked tier is untouched
+    assert 0 < (a1 != truth).sum() < 25 and (b != truth).sum() > 0
+    assert not np.array_equal(a1 != truth, b != truth)  # each account has its own marked set
+    rec = gw.watermarks.load("alice")
+    assert len(rec.marked_X) == (a1 != truth).sum()
+    assert gw.watermarks.accounts() == ["alice", "bob"]
+    assert (tmp_path / "watermark.key").is_file()
+    gw.close()
+
+
+def test_gateway_config_watermark_fields(tmp_path: Path) -> None:
+    cfg_file = tmp_path / "gw.yaml"
+    cfg_file.write_text(
+        "model: {victim: iris-logreg}\nstate_dir: st\nwatermark_key: keys/wm.key\n"
+        "tiers: {t: {watermark: {fraction: 0.01, control_fraction: 0.02}}}\n"
+    )
+    cfg = load_config(cfg_file, check_defenses=False)
+    assert cfg.watermark_key_path == tmp_path / "keys" / "wm.key"
+    assert cfg.watermark_db_path == tmp_path / "st" / "watermarks.db"
+    assert cfg.tiers["t"].watermark is not None and cfg.tiers["t"].watermark.control_fraction == 0.02
+    cfg_file.write_text("model: {victim: iris-logreg}\ntiers: {t: {watermark: {fraction: 0.5}}}\n")
+    with pytest.raises(ConfigurationError, match="tiers.t.watermark.fraction"):
+        load_config(cfg_file)
+
+
+def test_cell_mode_gives_near_duplicates_one_answer_and_records_one_row_per_cell(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    base = rng.uniform(0, 16, size=(3000, 16))
+    wm = AnswerWatermark(MASTER, fraction=0.05, cell_width=0.3, projections=8, low=0.0, high=16.0)
+    p = _probs(len(base), 10, seed=3)
+    _, d0 = wm.apply(p, base, "alice")
+    noisy = np.clip(base + rng.normal(0, 0.01, size=base.shape), 0, 16)
+    _, d1 = wm.apply(p, noisy, "alice")
+    assert np.mean(d0.marked == d1.marked) > 0.98  # tiny perturbations rarely leave the cell
+    assert 60 < d0.marked.sum() < 250
+    exact = AnswerWatermark(MASTER, fraction=0.05)
+    assert np.mean(exact.decide(base, "alice", d0.owner_labels, 10).marked == exact.decide(noisy, "alice", d0.owner_labels, 10).marked) < 0.95
+    # Four near-copies of each row: the record keeps one row per marked cell.
+    rec = WatermarkRecord(tmp_path / "wm.db")
+    X4 = np.concatenate([base[:400]] + [np.clip(base[:400] + rng.normal(0, 1e-3, size=(400, 16)), 0, 16) for _ in range(3)])
+    _, d = wm.apply(np.tile(p[:400], (4, 1)), X4, "alice")
+    rec.add("alice", X4, d)
+    r = rec.load("alice")
+    assert len(r.marked_X) == len({c for c, m in zip(d.cells, d.marked) if m}) < d.marked.sum()
