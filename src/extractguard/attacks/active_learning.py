@@ -130,8 +130,10 @@ class ActiveThief(Attack):
         of each k-means cluster of the pool; the better choice at small budgets) or ``random``
         (the paper's).  Text pools always use ``random``.
     per_round:
-        Rows chosen per later round (int or fraction of the budget).  Default 10% of the budget,
-        i.e. about ten retrain-and-select rounds like the paper.
+        Rows chosen per later round (int or fraction of the budget).  Default 20% of the budget:
+        at most five selection rounds after the seed round.  The paper's 10% rounds gave the
+        same fidelity on mnist-cnn at 500 queries (0.922 vs 0.924, 3 seeds) for about 10% more
+        CPU in scoring candidates and warm restarts.
     max_candidates:
         Pool rows scored per round, drawn at random from the unqueried ones; bounds the cost
         of DeepFool and k-center on large pools.
@@ -197,7 +199,7 @@ class ActiveThief(Attack):
         self._initial = resolve_size(self.initial, budget, 0.1)
         if self.initial is None:
             self._initial = max(self._initial, min(budget, 10 * schema.n_classes))
-        self._round = resolve_size(self.per_round, budget, 0.1)
+        self._round = resolve_size(self.per_round, budget, 0.2)
         self._used = np.zeros(self._pool.shape[0], dtype=bool)
         self._queue = np.empty(0, dtype=np.int64)
         self.rounds_ = 0
