@@ -17,10 +17,25 @@ the decision boundary, where logits are moderate; the ``d`` other queries are sm
 that anchor along each feature.  A saturated step is re-asked with half the step.  Every one of
 these queries counts.
 
-Rounded answers (``rounded:N``) break the exact equations, so the attack keeps querying random
-points around the anchor until the budget is spent and fits the softmax model by minimising the
-cross-entropy to the rounded vectors (convex; Tramèr et al.'s formulation for multiclass models),
-which, unlike least squares on log-probabilities, copes with probabilities rounded to 0.
+Rounded answers (``rounded:N``) break the exact equations, and a confident model rounds most
+answers to one-hot vectors, which carry no log-ratio at all.  Only a probability clearly above
+the rounding resolution has a usable logarithm, so the rounded mode designs its queries to land
+near many class boundaries, where two or more classes share the probability mass (the boundary
+search is our design, in the spirit of Tramèr et al.'s line searches and Lowd & Meek's (2005)
+bisection; the paper solves rounded multiclass answers by plain cross-entropy on random points):
+
+1. *explore*: random points of the box with a random fraction of features pushed to one end of
+   their range (corner-like points reach classes that uniform points never do), read for labels;
+2. *bisect*: segments between differently labelled points, rarest classes first, halved until
+   the answer has a second class above 0.1, i.e. a point next to a class boundary;
+3. *cloud*: random perturbations around every boundary point until the budget is spent, each
+   point's radius shrinking after an uninformative answer and growing after an informative one
+   (about a third come back saturated).
+
+It then solves weighted least squares over every informative triple ``(i, j, x)``:
+``log p_i - log p_j = (w_i - w_j) . x + (b_i - b_j)`` with ``j`` the row's top class and the
+softmax gauge ``w_0 = 0, b_0 = 0``.  Each equation is weighted by the inverse of its delta-method
+standard error under rounding, ``0.5 * 10^-N * sqrt(1/p_i^2 + 1/p_j^2)``.
 """
 
 from __future__ import annotations
@@ -28,7 +43,6 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import numpy as np
-from scipy.optimize import minimize
 
 from extractguard.attacks.algorithmic import check_output, check_surrogate
 from extractguard.attacks.base import Attack, CheckpointCallback
@@ -46,9 +60,13 @@ class EquationSolving(Attack):
     step:
         Size of the design steps from the anchor, as a fraction of each feature's half range.
     spread:
-        Rounded mode only: extra queries start uniform within ``spread`` half ranges of the
-        anchor; the spread halves after a batch of mostly one-hot answers and doubles after a
-        batch of almost none.
+        Rounded mode only: starting radius of the perturbation cloud around each boundary point,
+        as a fraction of each feature's half range (then adapted per point).
+    explore_fraction:
+        Rounded mode only: share of the budget spent on random points read for their labels.
+    n_boundaries:
+        Rounded mode only: boundary points to find by bisection (default: one per 50 queries of
+        the budget, at least two per class, at most eight per class).
     max_anchor_queries:
         Queries allowed for finding a non-saturated anchor before giving up.
     seed:
@@ -65,6 +83,8 @@ class EquationSolving(Attack):
         step: float = 0.1,
         spread: float = 0.25,
         max_anchor_queries: int = 64,
+        explore_fraction: float = 0.1,
+        n_boundaries: int | None = None,
         batch_size: int = 100,
         seed: int = 0,
     ) -> None:
@@ -74,8 +94,14 @@ class EquationSolving(Attack):
             raise ConfigurationError(f"equation-solving: step must be in (0, 1], got {step}")
         if not 0 < spread <= 1:
             raise ConfigurationError(f"equation-solving: spread must be in (0, 1], got {spread}")
+        if not 0 < explore_fraction < 1:
+            raise ConfigurationError(f"equation-solving: explore_fraction must be in (0, 1), got {explore_fraction}")
+        if n_boundaries is not None and n_boundaries < 1:
+            raise ConfigurationError(f"equation-solving: n_boundaries must be at least 1, got {n_boundaries}")
         self.step = step
         self.spread = spread
+        self.explore_fraction = explore_fraction
+        self.n_boundaries = n_boundaries
         self.max_anchor_queries = max_anchor_queries
 
     # -- the loop -------------------------------------------------------------------------
@@ -94,6 +120,7 @@ class EquationSolving(Attack):
         self._check_input_kind(oracle.schema)  # text has no lines to solve along
         check_output(self.name, oracle, self.outputs)
         self._mode = oracle.output.kind
+        self._decimals = int(oracle.output.decimals) if self._mode == "rounded" else 0
         super().fit(oracle, budget, checkpoints, callback)
         return self
 
@@ -114,7 +141,8 @@ class EquationSolving(Attack):
         self._other: np.ndarray | None = None  # point of another label, for bisection
         self._good = 0
         self._saturated: list[np.ndarray] = []
-        self._spread = self.spread
+        if self._mode == "rounded":
+            self._start_rounded()
 
     def _is_saturated(self, answer: Answer) -> np.ndarray:
         assert answer.scores is not None
@@ -122,10 +150,13 @@ class EquationSolving(Attack):
         if self._mode == "logits":
             return ~np.all(np.isfinite(s), axis=1)
         if self._mode == "rounded":
-            return s.max(axis=1) >= 1.0  # one-hot after rounding: no confidence left
+            # Fewer than two classes clearly above the rounding resolution: no log-ratio to read.
+            return (s > self._threshold).sum(axis=1) < 2
         return ~np.all(s > 0, axis=1)
 
     def _select(self, n: int) -> np.ndarray | None:
+        if self._mode == "rounded":
+            return self._select_rounded(n)
         if self._pending:
             kind = self._pending[0][0]
             take = 1 if kind != "design" else n
@@ -134,12 +165,6 @@ class EquationSolving(Attack):
                 rows.append(self._pending.pop(0))
             self._batch = rows
             return np.stack([r[1] for r in rows])
-        if self._phase == "extra":
-            assert self._anchor is not None
-            u = self._rng.uniform(-self._spread, self._spread, size=(n, self._center.shape[0]))
-            X = np.clip(self._anchor + u * self._half, self._low, self._high)
-            self._batch = [("extra", x, 0) for x in X]
-            return X
         return None
 
     def _design(self, anchor: np.ndarray) -> None:
@@ -161,27 +186,22 @@ class EquationSolving(Attack):
         self._X.append(X)
         self._Y.append(np.asarray(answer.scores, dtype=np.float64))
         self._saturated.append(sat)
-        if self._batch and self._batch[0][0] == "extra":
-            # Keep answers informative: shrink the cloud while most come back one-hot, widen it
-            # while almost none do (the spread is all the attacker controls).
-            frac = float(sat.mean())
-            if frac > 0.5:
-                self._spread /= 2
-            elif frac < 0.1:
-                self._spread = min(1.0, self._spread * 2)
+        if self._mode == "rounded":
+            self._observe_rounded(np.asarray(answer.scores, dtype=np.float64), sat)
+            return
         for (kind, x, i), s, label in zip(self._batch, sat, answer.labels):
             if kind == "anchor":
                 self._observe_anchor(x, bool(s), int(label))
             elif kind == "design":
                 if not s:
                     self._good += 1
-                elif self._mode != "rounded":
+                else:
                     # Halve the step until the answer is informative again (costs a query each).
                     dist = abs(x[i] - self._anchor[i]) / self._half[i] if self._anchor is not None else 0.0
                     if dist > 1e-9:
                         self._queue_step(i, dist / 2)
         if self._phase == "design" and not any(k == "design" for k, _, _ in self._pending):
-            self._phase = "extra" if self._mode == "rounded" else "done"
+            self._phase = "done"
 
     def _observe_anchor(self, x: np.ndarray, saturated: bool, label: int) -> None:
         self._anchor_queries += 1
@@ -213,6 +233,141 @@ class EquationSolving(Attack):
             nxt = (self._far[0] + self._other) / 2
         self._pending.insert(0, ("anchor", nxt, 0))
 
+    # -- rounded answers: boundary search, then perturbation clouds ----------------------------
+    def _start_rounded(self) -> None:
+        self._resolution = 10.0 ** -self._decimals
+        # "Clearly above the resolution": the rounding error is then at most a quarter of p.
+        self._threshold = 2 * self._resolution
+        budget = self._budget
+        c = self._n_classes
+        n_explore = max(2 * c, int(self.explore_fraction * budget))
+        n_explore = max(1, min(n_explore, budget // 2))
+        self._explore = self._explore_points(n_explore)
+        self._explore_labels: list[int] = []
+        self._explore_p2: list[float] = []
+        self._n_segments = self.n_boundaries or int(np.clip(budget // 50, 2 * c, 8 * c))
+        self._segments: list[list[Any]] = []  # [x_fixed, label_fixed, x_other, steps]
+        self._boundaries: list[np.ndarray] = []
+        self._radius: list[float] = []
+        self._next_anchor = 0
+        self._phase = "explore"
+
+    def _explore_points(self, n: int) -> np.ndarray:
+        """Uniform points with a random share of features pushed to one end of their range.
+
+        A linear logit takes its extremes at corners of the box, and natural data often sits
+        on one face of it (blank pixels): these mixtures reach classes uniform points miss.
+        """
+        d = self._low.shape[0]
+        X = self._rng.uniform(self._low, self._high, size=(n, d))
+        keep = self._rng.random((n, d)) < self._rng.random((n, 1))  # share kept uniform, per row
+        end = np.where(self._rng.random((n, 1)) < 0.5, self._low, self._high)  # which face, per row
+        return np.where(keep, X, end)
+
+    def _select_rounded(self, n: int) -> np.ndarray | None:
+        if self._phase == "explore":
+            start = len(self._explore_labels)
+            X = self._explore[start : start + n]
+            self._batch = [("explore", start + k) for k in range(len(X))]
+            return X
+        if self._phase == "bisect":
+            active = [k for k, seg in enumerate(self._segments) if seg is not None][:n]
+            self._batch = [("bisect", k) for k in active]
+            return np.stack([(self._segments[k][0] + self._segments[k][2]) / 2 for k in active])
+        picks = [(self._next_anchor + k) % len(self._boundaries) for k in range(n)]
+        self._next_anchor = (self._next_anchor + n) % len(self._boundaries)
+        d = self._low.shape[0]
+        r = np.array([self._radius[k] for k in picks])[:, None]
+        u = self._rng.uniform(-1.0, 1.0, size=(n, d)) * r * self._half
+        X = np.clip(np.stack([self._boundaries[k] for k in picks]) + u, self._low, self._high)
+        self._batch = [("cloud", k) for k in picks]
+        return X
+
+    def _observe_rounded(self, S: np.ndarray, saturated: np.ndarray) -> None:
+        X = self._X[-1]
+        top2 = np.sort(S, axis=1)[:, -2:] if S.shape[1] > 1 else np.column_stack([np.zeros(len(S)), S[:, 0]])
+        labels = S.argmax(axis=1)
+        for (kind, k), x, sat, p2, label in zip(self._batch, X, saturated, top2[:, 0], labels):
+            if kind == "explore":
+                self._explore_labels.append(int(label))
+                self._explore_p2.append(float(p2))
+            elif kind == "bisect":
+                seg = self._segments[k]
+                seg[3] += 1
+                if p2 >= 0.1 or seg[3] >= 50:  # two classes share the mass: next to a boundary
+                    self._add_boundary(x)
+                    self._segments[k] = None
+                elif label == seg[1]:
+                    seg[0] = x
+                else:  # keep the fixed (rarer) class at one end, whatever the other label is
+                    seg[2] = x
+            else:
+                # Aim for about a third uninformative answers: shrink after one, grow after another.
+                self._radius[k] = self._radius[k] * 0.7 if sat else min(1.0, self._radius[k] * 1.2)
+        if self._phase == "explore" and len(self._explore_labels) == len(self._explore):
+            self._plan_segments()
+        if self._phase == "bisect" and all(seg is None for seg in self._segments):
+            self._phase = "cloud"
+
+    def _add_boundary(self, x: np.ndarray) -> None:
+        self._boundaries.append(x)
+        self._radius.append(self.spread)
+
+    def _plan_segments(self) -> None:
+        """Segments from each seen class (rarest first, in turn) to points of the other classes."""
+        labels = np.array(self._explore_labels)
+        counts = np.bincount(labels, minlength=self._n_classes)
+        seen = [int(c) for c in np.argsort(counts, kind="stable") if counts[c] > 0]
+        if len(seen) > 1:
+            by_size = sorted(seen, key=lambda c: -counts[c])
+            for s in range(self._n_segments):
+                a = seen[s % len(seen)]
+                others = [c for c in by_size if c != a]
+                b = others[(s // len(seen)) % len(others)]
+                xa = self._explore[self._rng.choice(np.flatnonzero(labels == a))]
+                xb = self._explore[self._rng.choice(np.flatnonzero(labels == b))]
+                self._segments.append([xa, a, xb, 0])
+            self._phase = "bisect"
+        else:
+            # One label everywhere: perturb the least saturated points instead.
+            for i in np.argsort(-np.array(self._explore_p2), kind="stable")[: self._n_segments]:
+                self._add_boundary(self._explore[i])
+            self._phase = "cloud"
+
+    def _weighted_log_ratio_fit(self, design: np.ndarray, S: np.ndarray) -> np.ndarray:
+        """Weighted least squares on the log-ratios of clearly non-zero rounded probabilities.
+
+        Rows are accumulated into a QR factor chunk by chunk, so memory stays at one chunk
+        whatever the budget; unconstrained directions (a class never seen informative) get the
+        minimum-norm value, zero, from ``lstsq``.
+        """
+        n, k = design.shape
+        c = S.shape[1]
+        top = S.argmax(axis=1)
+        r_idx, i_idx = np.nonzero(S > self._threshold)
+        keep = (i_idx != top[r_idx]) & (S[r_idx, top[r_idx]] > self._threshold)
+        r_idx, i_idx = r_idx[keep], i_idx[keep]
+        j_idx = top[r_idx]
+        if r_idx.size == 0:
+            return np.zeros((k, c))
+        pi, pj = S[r_idx, i_idx], S[r_idx, j_idx]
+        sd = 0.5 * self._resolution * np.sqrt(1 / pi**2 + 1 / pj**2)  # delta method
+        rhs = (np.log(pi) - np.log(pj)) / sd
+        R = np.zeros((0, (c - 1) * k + 1))
+        chunk = 4096
+        for start in range(0, r_idx.size, chunk):
+            sl = slice(start, start + chunk)
+            m = r_idx[sl].size
+            M = np.zeros((m, c, k))
+            rows = design[r_idx[sl]] / sd[sl, None]
+            M[np.arange(m), i_idx[sl]] += rows
+            M[np.arange(m), j_idx[sl]] -= rows
+            block = np.column_stack([M[:, 1:].reshape(m, -1), rhs[sl]])  # gauge: class 0 is zero
+            R = np.linalg.qr(np.vstack([R, block]), mode="r")
+        sol = np.linalg.lstsq(R[:, :-1], R[:, -1], rcond=None)[0]
+        theta = np.column_stack([np.zeros(k), sol.reshape(c - 1, k).T])
+        return theta - theta.mean(axis=1, keepdims=True)
+
     # -- solving --------------------------------------------------------------------------
     def fit_surrogate(self, schema: InputSchema) -> LinearSoftmaxModel:
         X = np.concatenate(self._X)
@@ -221,7 +376,7 @@ class EquationSolving(Attack):
         U = (X[:, self._free] - self._center[self._free]) / self._half[self._free]
         design = np.column_stack([U, np.ones(U.shape[0])])
         if self._mode == "rounded":
-            theta = self._cross_entropy_fit(design, S)
+            theta = self._weighted_log_ratio_fit(design, S)
         else:
             keep = ~sat
             if not keep.any():
@@ -231,26 +386,6 @@ class EquationSolving(Attack):
             # Minimum-norm solution when under-determined (budget < d + 1): a partial copy.
             theta = np.linalg.lstsq(design[keep], Y, rcond=None)[0]
         return self._to_raw(theta, schema.n_features)
-
-    def _cross_entropy_fit(self, design: np.ndarray, P: np.ndarray) -> np.ndarray:
-        P = np.clip(P, 0.0, None)
-        P = P / np.where(P.sum(axis=1, keepdims=True) > 0, P.sum(axis=1, keepdims=True), 1.0)
-        n, k = design.shape
-        c = P.shape[1]
-        lam = 1e-8
-
-        def loss(flat: np.ndarray) -> tuple[float, np.ndarray]:
-            theta = flat.reshape(k, c)
-            Z = design @ theta
-            Z = Z - Z.max(axis=1, keepdims=True)
-            logq = Z - np.log(np.exp(Z).sum(axis=1, keepdims=True))
-            value = -(P * logq).sum() / n + lam * (theta**2).sum()
-            grad = design.T @ (np.exp(logq) - P) / n + 2 * lam * theta
-            return float(value), grad.ravel()
-
-        res = minimize(loss, np.zeros(k * c), jac=True, method="L-BFGS-B", options={"maxiter": 2000, "gtol": 1e-10})
-        theta = res.x.reshape(k, c)
-        return theta - theta.mean(axis=1, keepdims=True)
 
     def _to_raw(self, theta: np.ndarray, n_features: int) -> LinearSoftmaxModel:
         """Undo the public normalisation ``u = (x - centre) / half_range`` on free features."""
