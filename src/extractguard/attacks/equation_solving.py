@@ -44,6 +44,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from scipy.optimize import linprog
+
 from extractguard.attacks.algorithmic import check_output, check_surrogate
 from extractguard.attacks.base import Attack, CheckpointCallback
 from extractguard.errors import ConfigurationError
@@ -250,6 +252,11 @@ class EquationSolving(Attack):
         self._boundaries: list[np.ndarray] = []
         self._radius: list[float] = []
         self._next_anchor = 0
+        self._covered: set[int] = set()  # classes seen among the top two at a boundary point
+        self._hunt_tries = np.zeros(c, dtype=int)
+        self._hunt: list[tuple[np.ndarray, int]] = []  # queued (point, class hunted)
+        self._since_hunt = 0
+        self._hunt_every = max(50, budget // 20)
         self._phase = "explore"
 
     def _explore_points(self, n: int) -> np.ndarray:
@@ -270,12 +277,21 @@ class EquationSolving(Attack):
             X = self._explore[start : start + n]
             self._batch = [("explore", start + k) for k in range(len(X))]
             return X
+        if self._phase == "cloud" and self._since_hunt >= self._hunt_every:
+            self._since_hunt = 0
+            self._plan_hunt()
+        if self._hunt:
+            self._batch = [("hunt", k) for _, k in self._hunt[:n]]
+            X = np.stack([x for x, _ in self._hunt[:n]])
+            del self._hunt[:n]
+            return X
         if self._phase == "bisect":
             active = [k for k, seg in enumerate(self._segments) if seg is not None][:n]
             self._batch = [("bisect", k) for k in active]
             return np.stack([(self._segments[k][0] + self._segments[k][2]) / 2 for k in active])
         picks = [(self._next_anchor + k) % len(self._boundaries) for k in range(n)]
         self._next_anchor = (self._next_anchor + n) % len(self._boundaries)
+        self._since_hunt += n
         d = self._low.shape[0]
         r = np.array([self._radius[k] for k in picks])[:, None]
         u = self._rng.uniform(-1.0, 1.0, size=(n, d)) * r * self._half
@@ -287,7 +303,8 @@ class EquationSolving(Attack):
         X = self._X[-1]
         top2 = np.sort(S, axis=1)[:, -2:] if S.shape[1] > 1 else np.column_stack([np.zeros(len(S)), S[:, 0]])
         labels = S.argmax(axis=1)
-        for (kind, k), x, sat, p2, label in zip(self._batch, X, saturated, top2[:, 0], labels):
+        pairs = np.argsort(S, axis=1, kind="stable")[:, -2:]
+        for (kind, k), x, sat, p2, label, pair in zip(self._batch, X, saturated, top2[:, 0], labels, pairs):
             if kind == "explore":
                 self._explore_labels.append(int(label))
                 self._explore_p2.append(float(p2))
@@ -296,18 +313,62 @@ class EquationSolving(Attack):
                 seg[3] += 1
                 if p2 >= 0.1 or seg[3] >= 50:  # two classes share the mass: next to a boundary
                     self._add_boundary(x)
+                    if p2 >= 0.1:
+                        self._covered.update(int(c) for c in pair)
                     self._segments[k] = None
                 elif label == seg[1]:
                     seg[0] = x
                 else:  # keep the fixed (rarer) class at one end, whatever the other label is
                     seg[2] = x
+            elif kind == "hunt":
+                if label == k:  # found the class: bisect from it towards the commonest ones
+                    self._segments_from(x, int(label), 3)
+                else:
+                    self._hunt_tries[k] += 1
             else:
                 # Aim for about a third uninformative answers: shrink after one, grow after another.
                 self._radius[k] = self._radius[k] * 0.7 if sat else min(1.0, self._radius[k] * 1.2)
         if self._phase == "explore" and len(self._explore_labels) == len(self._explore):
             self._plan_segments()
-        if self._phase == "bisect" and all(seg is None for seg in self._segments):
+        if any(seg is not None for seg in self._segments):
+            self._phase = "bisect"
+        elif self._phase == "bisect":
             self._phase = "cloud"
+            self._since_hunt = self._hunt_every  # look for classes still missing right away
+
+    def _segments_from(self, x: np.ndarray, label: int, n: int) -> None:
+        labels = np.array(self._explore_labels)
+        counts = np.bincount(labels, minlength=self._n_classes)
+        for b in [int(c) for c in np.argsort(-counts, kind="stable") if counts[c] > 0 and c != label][:n]:
+            self._segments.append([x, label, self._explore[self._rng.choice(np.flatnonzero(labels == b))], 0])
+
+    def _plan_hunt(self) -> None:
+        """Query the box point the current estimate thinks most typical of each missing class.
+
+        A class with no boundary point yet is only weakly constrained (through small
+        probabilities elsewhere); the point maximising its estimated margin over every other
+        class (a linear programme over the box) is where it most likely wins.  Found, it gets
+        segments to bisect like the explored classes; missed, the answer still adds equations.
+        """
+        missing = [k for k in range(self._n_classes) if k not in self._covered and self._hunt_tries[k] < 4]
+        if not missing:
+            return
+        X = np.concatenate(self._X)
+        S = np.concatenate(self._Y)
+        U = (X[:, self._free] - self._center[self._free]) / self._half[self._free]
+        theta = self._weighted_log_ratio_fit(np.column_stack([U, np.ones(U.shape[0])]), S)
+        m = U.shape[1]
+        for k in missing:
+            others = [j for j in range(self._n_classes) if j != k]
+            G = theta[:, others] - theta[:, [k]]  # logit_j - logit_k = G[:-1].u + G[-1]
+            A = np.column_stack([G[:-1].T, np.ones(len(others))])
+            cost = np.zeros(m + 1)
+            cost[-1] = -1.0  # maximise the margin t: logit_k - logit_j >= t for every j
+            res = linprog(cost, A_ub=A, b_ub=-G[-1], bounds=[(-1, 1)] * m + [(None, None)], method="highs")
+            u = res.x[:m] if res.status == 0 else self._rng.uniform(-1, 1, m)
+            x = self._center.copy()
+            x[self._free] += u * self._half[self._free]
+            self._hunt.append((x, k))
 
     def _add_boundary(self, x: np.ndarray) -> None:
         self._boundaries.append(x)
