@@ -44,7 +44,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from scipy.optimize import linprog
+from scipy.optimize import linprog, minimize
 
 from extractguard.attacks.algorithmic import check_output, check_surrogate
 from extractguard.attacks.base import Attack, CheckpointCallback
@@ -256,20 +256,20 @@ class EquationSolving(Attack):
         self._hunt_tries = np.zeros(c, dtype=int)
         self._hunt: list[tuple[np.ndarray, int]] = []  # queued (point, class hunted)
         self._since_hunt = 0
-        self._hunt_every = max(50, budget // 20)
+        self._hunt_every = max(25, budget // 40)
         self._phase = "explore"
 
     def _explore_points(self, n: int) -> np.ndarray:
-        """Uniform points with a random share of features pushed to one end of their range.
+        """Random corners of the box: each row starts on one face and flips a random share.
 
-        A linear logit takes its extremes at corners of the box, and natural data often sits
-        on one face of it (blank pixels): these mixtures reach classes uniform points miss.
+        A linear logit takes its extremes at corners, so a class that wins anywhere in the box
+        wins at some corner; flipping a small share (Beta(1, 3)) from a face (natural data often
+        sits on one, e.g. blank pixels) reaches classes uniform points almost never hit.
         """
         d = self._low.shape[0]
-        X = self._rng.uniform(self._low, self._high, size=(n, d))
-        keep = self._rng.random((n, d)) < self._rng.random((n, 1))  # share kept uniform, per row
-        end = np.where(self._rng.random((n, 1)) < 0.5, self._low, self._high)  # which face, per row
-        return np.where(keep, X, end)
+        base = self._rng.random((n, 1)) < 0.5
+        flip = self._rng.random((n, d)) < self._rng.beta(1.0, 3.0, size=(n, 1))
+        return np.where(base ^ flip, self._high, self._low)
 
     def _select_rounded(self, n: int) -> np.ndarray | None:
         if self._phase == "explore":
@@ -342,6 +342,26 @@ class EquationSolving(Attack):
         for b in [int(c) for c in np.argsort(-counts, kind="stable") if counts[c] > 0 and c != label][:n]:
             self._segments.append([x, label, self._explore[self._rng.choice(np.flatnonzero(labels == b))], 0])
 
+    @staticmethod
+    def _refine_cross_entropy(design: np.ndarray, S: np.ndarray, theta: np.ndarray) -> np.ndarray:
+        """A few cross-entropy steps from the least-squares solution, for hunting only.
+
+        Least squares ignores answers that round a class to zero; cross-entropy counts them as
+        evidence that the class is not there, which is what steers the hunt away from misses.
+        """
+        P = S / np.where(S.sum(axis=1, keepdims=True) > 0, S.sum(axis=1, keepdims=True), 1.0)
+        n, k = design.shape
+        c = P.shape[1]
+
+        def loss(flat: np.ndarray) -> tuple[float, np.ndarray]:
+            Z = design @ flat.reshape(k, c)
+            Z = Z - Z.max(axis=1, keepdims=True)
+            logq = Z - np.log(np.exp(Z).sum(axis=1, keepdims=True))
+            return float(-(P * logq).sum() / n), (design.T @ (np.exp(logq) - P) / n).ravel()
+
+        res = minimize(loss, theta.ravel(), jac=True, method="L-BFGS-B", options={"maxiter": 200})
+        return res.x.reshape(k, c)
+
     def _plan_hunt(self) -> None:
         """Query the box point the current estimate thinks most typical of each missing class.
 
@@ -350,13 +370,14 @@ class EquationSolving(Attack):
         class (a linear programme over the box) is where it most likely wins.  Found, it gets
         segments to bisect like the explored classes; missed, the answer still adds equations.
         """
-        missing = [k for k in range(self._n_classes) if k not in self._covered and self._hunt_tries[k] < 4]
+        missing = [k for k in range(self._n_classes) if k not in self._covered and self._hunt_tries[k] < 8]
         if not missing:
             return
         X = np.concatenate(self._X)
         S = np.concatenate(self._Y)
         U = (X[:, self._free] - self._center[self._free]) / self._half[self._free]
-        theta = self._weighted_log_ratio_fit(np.column_stack([U, np.ones(U.shape[0])]), S)
+        design = np.column_stack([U, np.ones(U.shape[0])])
+        theta = self._refine_cross_entropy(design, S, self._weighted_log_ratio_fit(design, S))
         m = U.shape[1]
         for k in missing:
             others = [j for j in range(self._n_classes) if j != k]
