@@ -247,12 +247,15 @@ class EquationSolving(Attack):
         self._explore = self._explore_points(n_explore)
         self._explore_labels: list[int] = []
         self._explore_p2: list[float] = []
+        self._explore_pairs: list[tuple[int, int]] = []
         self._n_segments = self.n_boundaries or int(np.clip(budget // 50, 2 * c, 8 * c))
         self._segments: list[list[Any]] = []  # [x_fixed, label_fixed, x_other, steps]
         self._boundaries: list[np.ndarray] = []
         self._radius: list[float] = []
-        self._next_anchor = 0
-        self._covered: set[int] = set()  # classes seen among the top two at a boundary point
+        self._pairs: list[tuple[int, int]] = []  # the two top classes at each boundary point
+        self._turn = np.zeros(c, dtype=int)  # per class: which of its boundary points is next
+        self._covered = np.zeros(c, dtype=int)  # boundary points with the class among the top two
+        self._informative = np.zeros(c, dtype=int)  # answers where the class has a usable log
         self._hunt_tries = np.zeros(c, dtype=int)
         self._hunt: list[tuple[np.ndarray, int]] = []  # queued (point, class hunted)
         self._since_hunt = 0
@@ -289,8 +292,7 @@ class EquationSolving(Attack):
             active = [k for k, seg in enumerate(self._segments) if seg is not None][:n]
             self._batch = [("bisect", k) for k in active]
             return np.stack([(self._segments[k][0] + self._segments[k][2]) / 2 for k in active])
-        picks = [(self._next_anchor + k) % len(self._boundaries) for k in range(n)]
-        self._next_anchor = (self._next_anchor + n) % len(self._boundaries)
+        picks = self._pick_anchors(n)
         self._since_hunt += n
         d = self._low.shape[0]
         r = np.array([self._radius[k] for k in picks])[:, None]
@@ -303,18 +305,19 @@ class EquationSolving(Attack):
         X = self._X[-1]
         top2 = np.sort(S, axis=1)[:, -2:] if S.shape[1] > 1 else np.column_stack([np.zeros(len(S)), S[:, 0]])
         labels = S.argmax(axis=1)
+        usable = S > self._threshold
+        self._informative += (usable & (usable.sum(axis=1, keepdims=True) >= 2)).sum(axis=0)
         pairs = np.argsort(S, axis=1, kind="stable")[:, -2:]
         for (kind, k), x, sat, p2, label, pair in zip(self._batch, X, saturated, top2[:, 0], labels, pairs):
             if kind == "explore":
                 self._explore_labels.append(int(label))
                 self._explore_p2.append(float(p2))
+                self._explore_pairs.append((int(pair[1]), int(pair[0])))
             elif kind == "bisect":
                 seg = self._segments[k]
                 seg[3] += 1
                 if p2 >= 0.1 or seg[3] >= 50:  # two classes share the mass: next to a boundary
-                    self._add_boundary(x)
-                    if p2 >= 0.1:
-                        self._covered.update(int(c) for c in pair)
+                    self._add_boundary(x, (int(pair[0]), int(pair[1])))
                     self._segments[k] = None
                 elif label == seg[1]:
                     seg[0] = x
@@ -370,7 +373,7 @@ class EquationSolving(Attack):
         class (a linear programme over the box) is where it most likely wins.  Found, it gets
         segments to bisect like the explored classes; missed, the answer still adds equations.
         """
-        missing = [k for k in range(self._n_classes) if k not in self._covered and self._hunt_tries[k] < 8]
+        missing = [k for k in range(self._n_classes) if self._covered[k] < 3 and self._hunt_tries[k] < 8]
         if not missing:
             return
         X = np.concatenate(self._X)
@@ -391,9 +394,29 @@ class EquationSolving(Attack):
             x[self._free] += u * self._half[self._free]
             self._hunt.append((x, k))
 
-    def _add_boundary(self, x: np.ndarray) -> None:
+    def _add_boundary(self, x: np.ndarray, pair: tuple[int, int]) -> None:
         self._boundaries.append(x)
         self._radius.append(self.spread)
+        self._pairs.append(pair)
+        self._covered[list(pair)] += 1
+
+    def _pick_anchors(self, n: int) -> list[int]:
+        """Boundary points for the next cloud queries, neediest class first.
+
+        Every class's parameters need about d + 1 independent equations of its own; a class
+        with one small region gets one boundary point, so a plain round-robin would starve it.
+        """
+        counts = self._informative.astype(float).copy()
+        has = self._covered > 0
+        owners = [[b for b, pr in enumerate(self._pairs) if c in pr] for c in range(self._n_classes)]
+        picks = []
+        for _ in range(n):
+            c = int(np.argmin(np.where(has, counts, np.inf)))
+            b = owners[c][self._turn[c] % len(owners[c])]
+            self._turn[c] += 1
+            picks.append(b)
+            counts[list(self._pairs[b])] += 1  # expect both classes of the pair to be informative
+        return picks
 
     def _plan_segments(self) -> None:
         """Segments from each seen class (rarest first, in turn) to points of the other classes."""
@@ -413,7 +436,7 @@ class EquationSolving(Attack):
         else:
             # One label everywhere: perturb the least saturated points instead.
             for i in np.argsort(-np.array(self._explore_p2), kind="stable")[: self._n_segments]:
-                self._add_boundary(self._explore[i])
+                self._add_boundary(self._explore[i], self._explore_pairs[i])
             self._phase = "cloud"
 
     def _weighted_log_ratio_fit(self, design: np.ndarray, S: np.ndarray) -> np.ndarray:
