@@ -256,9 +256,10 @@ class EquationSolving(Attack):
         self._turn = np.zeros(c, dtype=int)  # per class: which of its boundary points is next
         self._covered = np.zeros(c, dtype=int)  # boundary points with the class among the top two
         self._informative = np.zeros(c, dtype=int)  # answers where the class has a usable log
-        self._hunt_tries = np.zeros(c, dtype=int)
+        self._hunt_tries = np.zeros(c)
         self._hunt: list[tuple[np.ndarray, int]] = []  # queued (point, class hunted)
         self._since_hunt = 0
+        self._hunt_spent = 0
         self._hunt_every = max(25, budget // 40)
         self._phase = "explore"
 
@@ -287,6 +288,7 @@ class EquationSolving(Attack):
             self._batch = [("hunt", k) for _, k in self._hunt[:n]]
             X = np.stack([x for x, _ in self._hunt[:n]])
             del self._hunt[:n]
+            self._hunt_spent += len(X)
             return X
         if self._phase == "bisect":
             active = [k for k, seg in enumerate(self._segments) if seg is not None][:n]
@@ -327,8 +329,11 @@ class EquationSolving(Attack):
                 if label == k:  # found the class: bisect from it towards the commonest ones
                     self._segments_from(x, int(label), 3)
                 else:
-                    self._hunt_tries[k] += 1
-            else:
+                    self._hunt_tries[k] += 1 / 8  # a round is one LP point and seven local steps
+            if kind in ("hunt", "cloud") and p2 >= 0.1 and self._covered[pair].min() < 3:
+                # A chance boundary point of a thinly covered class: perturb around it too.
+                self._add_boundary(x, (int(pair[0]), int(pair[1])))
+            if kind == "cloud":
                 # Aim for about a third uninformative answers: shrink after one, grow after another.
                 self._radius[k] = self._radius[k] * 0.7 if sat else min(1.0, self._radius[k] * 1.2)
         if self._phase == "explore" and len(self._explore_labels) == len(self._explore):
@@ -373,8 +378,8 @@ class EquationSolving(Attack):
         class (a linear programme over the box) is where it most likely wins.  Found, it gets
         segments to bisect like the explored classes; missed, the answer still adds equations.
         """
-        missing = [k for k in range(self._n_classes) if self._covered[k] < 3 and self._hunt_tries[k] < 8]
-        if not missing:
+        missing = [k for k in range(self._n_classes) if self._covered[k] < 3 and self._hunt_tries[k] < 32]
+        if not missing or self._hunt_spent >= 0.2 * self._budget:  # the cloud keeps most of it
             return
         X = np.concatenate(self._X)
         S = np.concatenate(self._Y)
@@ -393,6 +398,13 @@ class EquationSolving(Attack):
             x = self._center.copy()
             x[self._free] += u * self._half[self._free]
             self._hunt.append((x, k))
+            # And a few steps around the answer where the class came closest so far (a local
+            # search that needs no estimate, for classes whose region is small).
+            best = X[int(np.argmax(S[:, k]))]
+            for _ in range(7):
+                r = np.exp(self._rng.uniform(np.log(0.02), np.log(0.3)))
+                step = self._rng.uniform(-r, r, size=best.shape) * self._half
+                self._hunt.append((np.clip(best + step, self._low, self._high), k))
 
     def _add_boundary(self, x: np.ndarray, pair: tuple[int, int]) -> None:
         self._boundaries.append(x)
