@@ -481,6 +481,10 @@ class EquationSolving(Attack):
             M[np.arange(m), j_idx[sl]] -= rows
             block = np.column_stack([M[:, 1:].reshape(m, -1), rhs[sl]])  # gauge: class 0 is zero
             R = np.linalg.qr(np.vstack([R, block]), mode="r")
+        # A small ridge (in the normalised input space, against equations weighted by 1/sd, i.e.
+        # hundreds to thousands) keeps a barely constrained class from taking huge logits.
+        ridge = np.column_stack([0.1 * np.eye(R.shape[1] - 1), np.zeros(R.shape[1] - 1)])
+        R = np.linalg.qr(np.vstack([R, ridge]), mode="r")
         sol = np.linalg.lstsq(R[:, :-1], R[:, -1], rcond=None)[0]
         theta = np.column_stack([np.zeros(k), sol.reshape(c - 1, k).T])
         return theta - theta.mean(axis=1, keepdims=True)
