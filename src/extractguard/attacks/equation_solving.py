@@ -24,18 +24,24 @@ near many class boundaries, where two or more classes share the probability mass
 search is our design, in the spirit of Tramèr et al.'s line searches and Lowd & Meek's (2005)
 bisection; the paper solves rounded multiclass answers by plain cross-entropy on random points):
 
-1. *explore*: random points of the box with a random fraction of features pushed to one end of
-   their range (corner-like points reach classes that uniform points never do), read for labels;
-2. *bisect*: segments between differently labelled points, rarest classes first, halved until
-   the answer has a second class above 0.1, i.e. a point next to a class boundary;
-3. *cloud*: random perturbations around every boundary point until the budget is spent, each
-   point's radius shrinking after an uninformative answer and growing after an informative one
-   (about a third come back saturated).
+1. *explore*: random corners of the box (a face, with a random share of features flipped to the
+   other end: a linear logit is extreme at corners), read for their labels;
+2. *bisect*: segments from each seen class (rarest first) to points of other classes, halved
+   until the answer has a second class above 0.1, i.e. a point next to a class boundary.  A
+   class with fewer than three boundary points is *hunted*: at the box point where the running
+   estimate gives it the largest margin (a linear programme), and by local search around the
+   answer where it came closest; once an answer names it, it gets segments of its own;
+3. *cloud*: random perturbations around boundary points until the budget is spent, always for
+   the class with the fewest informative answers so far (each class needs about d + 1 of its
+   own), each point's radius shrinking after an uninformative answer and growing after an
+   informative one (about a third come back saturated).
 
 It then solves weighted least squares over every informative triple ``(i, j, x)``:
 ``log p_i - log p_j = (w_i - w_j) . x + (b_i - b_j)`` with ``j`` the row's top class and the
 softmax gauge ``w_0 = 0, b_0 = 0``.  Each equation is weighted by the inverse of its delta-method
-standard error under rounding, ``0.5 * 10^-N * sqrt(1/p_i^2 + 1/p_j^2)``.
+standard error under rounding, ``0.5 * 10^-N * sqrt(1/p_i^2 + 1/p_j^2)``.  On digits-logreg (10
+classes, 64 features, a victim confident over its whole box) this recovers the model from
+``rounded:3`` answers in about 30(d + 1) queries (benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -43,7 +49,6 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import numpy as np
-
 from scipy.optimize import linprog, minimize
 
 from extractguard.attacks.algorithmic import check_output, check_surrogate
@@ -72,7 +77,7 @@ class EquationSolving(Attack):
     max_anchor_queries:
         Queries allowed for finding a non-saturated anchor before giving up.
     seed:
-        Seeds the anchor search and the extra queries of rounded mode.
+        Seeds the anchor search and every random choice of rounded mode.
     """
 
     name = "equation-solving"
@@ -455,8 +460,8 @@ class EquationSolving(Attack):
         """Weighted least squares on the log-ratios of clearly non-zero rounded probabilities.
 
         Rows are accumulated into a QR factor chunk by chunk, so memory stays at one chunk
-        whatever the budget; unconstrained directions (a class never seen informative) get the
-        minimum-norm value, zero, from ``lstsq``.
+        whatever the budget; a small ridge sends unconstrained directions (a class never seen
+        informative) to zero instead of to whatever the noise suggests.
         """
         n, k = design.shape
         c = S.shape[1]
