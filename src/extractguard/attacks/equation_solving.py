@@ -266,7 +266,10 @@ class EquationSolving(Attack):
         self._since_hunt = 0
         self._hunt_spent = 0
         self._hunt_every = max(25, budget // 40)
-        self._phase = "explore"
+        # First the exact-mode design if the box centre is informative: d + 1 answers that
+        # already give a usable copy at small budgets, and stay useful equations later.
+        self._opening: list[np.ndarray] = [self._center.copy()]
+        self._phase = "opening"
 
     def _explore_points(self, n: int) -> np.ndarray:
         """Random corners of the box: each row starts on one face and flips a random share.
@@ -281,6 +284,11 @@ class EquationSolving(Attack):
         return np.where(base ^ flip, self._high, self._low)
 
     def _select_rounded(self, n: int) -> np.ndarray | None:
+        if self._phase == "opening":
+            X = np.stack(self._opening[:n])
+            del self._opening[:n]
+            self._batch = [("opening", 0) for _ in range(len(X))]
+            return X
         if self._phase == "explore":
             start = len(self._explore_labels)
             X = self._explore[start : start + n]
@@ -316,6 +324,11 @@ class EquationSolving(Attack):
         self._informative += (usable & (usable.sum(axis=1, keepdims=True) >= 2)).sum(axis=0)
         pairs = np.argsort(S, axis=1, kind="stable")[:, -2:]
         for (kind, k), x, sat, p2, label, pair in zip(self._batch, X, saturated, top2[:, 0], labels, pairs):
+            if kind == "opening" and not sat and np.array_equal(x, self._center):
+                for i in self._free:
+                    step = self._center.copy()
+                    step[i] += self.step * self._half[i]
+                    self._opening.append(step)
             if kind == "explore":
                 self._explore_labels.append(int(label))
                 self._explore_p2.append(float(p2))
@@ -341,6 +354,8 @@ class EquationSolving(Attack):
             if kind == "cloud":
                 # Aim for about a third uninformative answers: shrink after one, grow after another.
                 self._radius[k] = self._radius[k] * 0.7 if sat else min(1.0, self._radius[k] * 1.2)
+        if self._phase == "opening" and not self._opening:
+            self._phase = "explore"
         if self._phase == "explore" and len(self._explore_labels) == len(self._explore):
             self._plan_segments()
         if any(seg is not None for seg in self._segments):
