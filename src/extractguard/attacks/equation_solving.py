@@ -24,6 +24,8 @@ near many class boundaries, where two or more classes share the probability mass
 search is our design, in the spirit of Tramèr et al.'s line searches and Lowd & Meek's (2005)
 bisection; the paper solves rounded multiclass answers by plain cross-entropy on random points):
 
+0. *opening*: if the box centre's answer is informative, the exact-mode design (the centre and
+   one step per feature), which alone gives a usable copy at small budgets;
 1. *explore*: random corners of the box (a face, with a random share of features flipped to the
    other end: a linear logit is extreme at corners), read for their labels;
 2. *bisect*: segments from each seen class (rarest first) to points of other classes, halved
