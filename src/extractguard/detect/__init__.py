@@ -7,14 +7,23 @@ explains which signal fired; :mod:`extractguard.detect.logs` runs the same code 
 See docs/detection.md.
 """
 
-from extractguard.detect.base import Detector, Observation, Reference, Signal
-from extractguard.detect.hardness import HardnessHistogram
-from extractguard.detect.monitor import DETECTORS, DetectionMonitor, Risk, build_detectors, build_monitor
-from extractguard.detect.prada import PRADA
-from extractguard.detect.signals import InputTypicality, OutputShift, QueryRate
-from extractguard.detect.store import DetectionStore
+from importlib import import_module
+from typing import Any
 
-__all__ = [
-    "DETECTORS", "DetectionMonitor", "DetectionStore", "Detector", "HardnessHistogram", "InputTypicality", "Observation",
-    "OutputShift", "PRADA", "QueryRate", "Reference", "Risk", "Signal", "build_detectors", "build_monitor",
-]
+_WHERE = {
+    "Detector": "base", "Observation": "base", "Reference": "base", "Signal": "base",
+    "HardnessHistogram": "hardness", "PRADA": "prada", "InputTypicality": "signals", "OutputShift": "signals",
+    "QueryRate": "signals", "DetectionStore": "store", "DETECTORS": "monitor", "DetectionMonitor": "monitor",
+    "Risk": "monitor", "build_detectors": "monitor", "build_monitor": "monitor",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import lazily (PEP 562): the gateway's config reads ``detect.policy`` without paying for
+    scipy and scikit-learn in admin commands."""
+    if name in _WHERE:
+        return getattr(import_module(f"extractguard.detect.{_WHERE[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = sorted(_WHERE)

@@ -157,3 +157,30 @@ def ring_push(buf: np.ndarray, count: np.ndarray, values: np.ndarray) -> None:
 def ring_view(buf: np.ndarray, count: np.ndarray) -> np.ndarray:
     """The filled part of a ring (order does not matter to its users)."""
     return buf[: min(int(count[0]), buf.shape[0])]
+
+
+def window_push(buf: np.ndarray, count: np.ndarray, sums: np.ndarray, values: np.ndarray) -> None:
+    """Push rows into the ring ``buf`` keeping ``sums`` = column sums of its filled rows.
+
+    O(rows pushed), whatever the window: the statistics of a window come from running sums
+    instead of a pass over the whole window on every request.
+    """
+    cap, n = buf.shape[0], len(values)
+    if n == 0:
+        return
+    start = int(count[0])
+    if n >= cap:
+        buf[(start + n - cap + np.arange(cap)) % cap] = values[-cap:]
+        sums[:] = buf.sum(axis=0)
+    else:
+        idx = (start + np.arange(n)) % cap if start + n > cap or n > 1 else np.array([start % cap])
+        if start >= cap:
+            sums -= buf[idx].sum(axis=0)
+        elif start + n > cap:
+            old = idx[idx < start]
+            sums -= buf[old].sum(axis=0)
+        buf[idx] = values
+        sums += values.sum(axis=0)
+    count[0] += n
+    if (start // (16 * cap)) != (int(count[0]) // (16 * cap)):  # bound floating-point drift
+        sums[:] = buf[: min(int(count[0]), cap)].sum(axis=0)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from extractguard.detect._calibrate import Band, bootstrap_windows
-from extractguard.detect.base import Detector, Observation, Reference, Signal, State, ring_push, ring_view
+from extractguard.detect.base import Detector, Observation, Reference, Signal, State, window_push
 from extractguard.errors import ConfigurationError
 
 
@@ -32,9 +32,9 @@ def margin_hardness(P: np.ndarray) -> np.ndarray:
 
 def pearson_distance(h: np.ndarray, ref: np.ndarray) -> float:
     """1 - Pearson correlation of two histograms (HODA's distance)."""
-    if np.std(h) == 0 or np.std(ref) == 0:
-        return 1.0
-    return float(1.0 - np.corrcoef(h, ref)[0, 1])
+    a, b = h - h.mean(), ref - ref.mean()
+    den = float(np.sqrt((a @ a) * (b @ b)))
+    return 1.0 if den == 0 else 1.0 - float(a @ b) / den
 
 
 class HardnessHistogram(Detector):
@@ -76,15 +76,20 @@ class HardnessHistogram(Detector):
         return self
 
     def new_state(self) -> State:
-        return {"hardness": np.zeros(self.window, np.float64), "n": np.zeros(1, np.int64)}
+        # One-hot hardness bin per query; the running column sums are the window's histogram.
+        return {"win": np.zeros((self.window, self.bins)), "sums": np.zeros(self.bins), "n": np.zeros(1, np.int64)}
 
     def update(self, state: State, obs: Observation) -> list[Signal]:
         assert obs.probabilities is not None
-        ring_push(state["hardness"], state["n"], margin_hardness(obs.probabilities))
+        h = margin_hardness(obs.probabilities)
+        onehot = np.zeros((len(h), self.bins))
+        onehot[np.arange(len(h)), np.minimum((h * self.bins).astype(np.int64), self.bins - 1)] = 1.0
+        window_push(state["win"], state["n"], state["sums"], onehot)
         n = int(state["n"][0])
         if n < self.window:
             return []
-        d = pearson_distance(self._hist(ring_view(state["hardness"], state["n"])), self.reference_hist_)
+        d = pearson_distance(state["sums"] / self.window, self.reference_hist_)
         b = self.band_
-        return [Signal(self.name, "pearson_distance", d, b.threshold, b.level(d), n,
+        lv = b.level(d)
+        return [Signal(self.name, "pearson_distance", d, b.threshold, lv, n, "" if lv < 1 else
                        f"hardness histogram of the last {self.window} queries is {d:.3f} (Pearson distance) from the owner's (alarm above {b.threshold:.3f})")]

@@ -114,5 +114,5 @@ class PRADA(Detector):
             return []
         w = float(state["w"][0])
         level = (1.0 - w) / (1.0 - self.delta)
-        detail = f"Shapiro-Wilk W={w:.3f} of the last {min(n, self.window)} min-distances (alarm below {self.delta})"
+        detail = "" if level < 1 else f"Shapiro-Wilk W={w:.3f} of the last {min(n, self.window)} min-distances (alarm below {self.delta})"
         return [Signal(self.name, "shapiro_w", w, self.delta, level, n, detail)]

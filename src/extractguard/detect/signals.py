@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from extractguard.detect._calibrate import Band, Embedding, bootstrap_windows
-from extractguard.detect.base import Detector, Observation, Reference, Signal, State, entropy, ring_push, ring_view
+from extractguard.detect.base import Detector, Observation, Reference, Signal, State, entropy, window_push
 from extractguard.errors import ConfigurationError
 
 
@@ -56,15 +56,18 @@ class QueryRate(Detector):
         state["rows"][i] += len(obs)
         state["total"][0] += len(obs)
         age = slot - state["slot"]
-        minute = int(state["rows"][(age >= 0) & (age < 60 // self.BUCKET_SECONDS)].sum())
-        hour = int(state["rows"][(age >= 0) & (age < self.BUCKETS)].sum())
+        recent = state["rows"] * ((age >= 0) & (age < self.BUCKETS))
+        hour = int(recent.sum())
+        idx = (slot - np.arange(60 // self.BUCKET_SECONDS)) % self.BUCKETS
+        minute = int(recent[idx][age[idx] < 60 // self.BUCKET_SECONDS].sum())
         allow_min = self.burst * self.baseline_rows_per_hour / 60.0
         allow_hour = self.hourly * self.baseline_rows_per_hour
         n = int(state["total"][0])
+        lm, lh = minute / allow_min, hour / allow_hour
         return [
-            Signal(self.name, "rows_last_minute", minute, allow_min, minute / allow_min, n,
+            Signal(self.name, "rows_last_minute", minute, allow_min, lm, n, "" if lm < 1 else
                    f"{minute} rows in the last minute (alarm above {allow_min:.0f}: {self.burst:g}x the tier baseline)"),
-            Signal(self.name, "rows_last_hour", hour, allow_hour, hour / allow_hour, n,
+            Signal(self.name, "rows_last_hour", hour, allow_hour, lh, n, "" if lh < 1 else
                    f"{hour} rows in the last hour (alarm above {allow_hour:.0f}: {self.hourly:g}x the tier baseline)"),
         ]
 
@@ -109,34 +112,36 @@ class OutputShift(Detector):
         return 0.5 * float(np.abs(np.bincount(labels.astype(np.int64), minlength=k) / len(labels) - self.prior_).sum())
 
     def new_state(self) -> State:
-        w = self.window
-        return {"labels": np.zeros(w, np.int64), "ent": np.full(w, np.nan), "conf": np.full(w, np.nan), "n": np.zeros(1, np.int64)}
+        k = len(self.prior_)
+        # Columns: one-hot label (k), has-probabilities, entropy, confidence, confidence^2.
+        return {"win": np.zeros((self.window, k + 4)), "sums": np.zeros(k + 4), "n": np.zeros(1, np.int64)}
 
     def update(self, state: State, obs: Observation) -> list[Signal]:
-        n0 = state["n"].copy()
-        ring_push(state["labels"], state["n"], obs.labels)
+        k, m = len(self.prior_), len(obs)
+        vals = np.zeros((m, k + 4))
+        vals[np.arange(m), obs.labels.astype(np.int64)] = 1.0
         if obs.probabilities is not None:
-            ent, conf = entropy(obs.probabilities), obs.probabilities.max(1)
-        else:
-            ent = conf = np.full(len(obs), np.nan)
-        for key, vals in (("ent", ent), ("conf", conf)):
-            c = n0.copy()
-            ring_push(state[key], c, vals)
+            conf = obs.probabilities.max(1)
+            vals[:, k], vals[:, k + 1], vals[:, k + 2], vals[:, k + 3] = 1.0, entropy(obs.probabilities), conf, conf * conf
+        window_push(state["win"], state["n"], state["sums"], vals)
         n = int(state["n"][0])
         if n < self.window:
             return []
-        k = len(self.prior_)
-        out = []
-        tv = self._tv(state["labels"], k)
+        w, sums = self.window, state["sums"]
+        tv = 0.5 * float(np.abs(sums[:k] / w - self.prior_).sum())
         b = self.bands_["label_mix"]
-        out.append(Signal(self.name, "label_mix", tv, b.threshold, b.level(tv), n,
-                          f"label mix of the last {self.window} answers is {tv:.2f} (total variation) from the owner's (alarm above {b.threshold:.2f})"))
-        if not np.isnan(state["ent"]).any():
-            for key, stat, what in (("mean_entropy", float(state["ent"].mean()), "mean answer entropy"),
-                                    ("confidence_spread", float(state["conf"].std()), "spread (std) of top-1 confidence")):
+        lv = b.level(tv)
+        out = [Signal(self.name, "label_mix", tv, b.threshold, lv, n, "" if lv < 1 else
+                      f"label mix of the last {w} answers is {tv:.2f} (total variation) from the owner's (alarm above {b.threshold:.2f})")]
+        if sums[k] >= w - 0.5:  # every answer in the window had probabilities
+            mean_ent = sums[k + 1] / w
+            spread = float(np.sqrt(max(sums[k + 3] / w - (sums[k + 2] / w) ** 2, 0.0)))
+            for key, stat, what in (("mean_entropy", mean_ent, "mean answer entropy"),
+                                    ("confidence_spread", spread, "spread (std) of top-1 confidence")):
                 b = self.bands_[key]
-                out.append(Signal(self.name, key, stat, b.threshold, b.level(stat), n,
-                                  f"{what} of the last {self.window} answers is {stat:.3f}; owner's data {b.center:.3f} +- {b.width:.3f}"))
+                lv = b.level(stat)
+                out.append(Signal(self.name, key, stat, b.threshold, lv, n, "" if lv < 1 else
+                                  f"{what} of the last {w} answers is {stat:.3f}; owner's data {b.center:.3f} +- {b.width:.3f}"))
         return out
 
 
@@ -144,9 +149,9 @@ class InputTypicality(Detector):
     """How many of an account's recent rows lie outside the owner's data, and how far.
 
     A row is atypical when its distance to the nearest of ``n_centroids`` k-means centroids of
-    the owner's (scaled, projected) data exceeds the 99th percentile of held-out owner rows.
+    the owner's (scaled, projected) data exceeds the ``quantile`` of held-out owner rows.
     Synthetic queries (noise, shuffled or inverted images, off-task scrapes) are atypical; honest
-    users' rows are atypical about 1% of the time.  The mean log-distance catches the opposite
+    users' rows are atypical about 1 - ``quantile`` of the time.  The mean log-distance catches the opposite
     too: rows crowded near a few seeds (low diversity).
     """
 
@@ -154,9 +159,12 @@ class InputTypicality(Detector):
     paper = "operational baseline"
     needs_inputs = True
 
-    def __init__(self, n_features: int, window: int = 100, n_centroids: int = 32, dim: int = 32, margin: float = 1.5,
-                 n_boot: int = 2000, seed: int = 0) -> None:
+    def __init__(self, n_features: int, window: int = 100, n_centroids: int = 32, dim: int = 32, quantile: float = 0.995,
+                 margin: float = 1.5, n_boot: int = 2000, seed: int = 0) -> None:
+        if not 0.5 < quantile < 1 or window < 20:
+            raise ConfigurationError("inputs needs 0.5 < quantile < 1 and window >= 20")
         self.n_features = n_features
+        self.quantile = quantile
         self.window = window
         self.n_centroids = n_centroids
         self.dim = dim
@@ -165,46 +173,58 @@ class InputTypicality(Detector):
         self.seed = seed
 
     def fit(self, reference: Reference | None) -> InputTypicality:
-        from sklearn.cluster import KMeans
-
         if reference is None:
             raise ConfigurationError("the inputs detector needs the owner's reference data")
         rng = np.random.default_rng(self.seed)
         self.embedding_ = Embedding.fit(reference.X, self.n_features, self.dim, self.seed)
-        Z = self.embedding_.transform(reference.X).astype(np.float64)
-        order = rng.permutation(len(Z))
-        fit_rows, held = Z[order[: len(Z) // 2]], Z[order[len(Z) // 2:]]
-        k = min(self.n_centroids, len(fit_rows))
-        self.centroids_ = KMeans(n_clusters=k, n_init=1, random_state=self.seed).fit(fit_rows).cluster_centers_.astype(np.float32)
-        d = self._dist(held.astype(np.float32))
-        self.cut_ = float(np.quantile(d, 0.99))
+        Z = self.embedding_.transform(reference.X)
+        k = min(self.n_centroids, len(Z) // 4)
+        # Cross-fitted distances (centroids of one half, distances of the other, both ways) are
+        # what honest rows the centroids never saw look like; serving uses centroids of all rows.
+        halves = np.array_split(rng.permutation(len(Z)), 2)
+        d_parts = []
+        for a, b in ((0, 1), (1, 0)):
+            self.centroids_ = self._kmeans(Z[halves[a]], k)
+            d_parts.append(self._dist(Z[halves[b]]))
+        d = np.concatenate(d_parts)
+        self.centroids_ = self._kmeans(Z, k)
+        self.cut_ = float(np.quantile(d, self.quantile))
         out = (d > self.cut_).astype(np.float64)
         logd = np.log1p(d)
         self.bands_ = {
-            "atypical_fraction": Band.fit(bootstrap_windows(out, self.window, np.mean, self.n_boot, rng), False, self.margin, 0.02),
+            # Floor of 10% atypical rows: the cut is estimated from a few hundred owner rows, so
+            # honest traffic's real atypical rate can be a few times 1 - quantile.
+            "atypical_fraction": Band.fit(bootstrap_windows(out, self.window, np.mean, self.n_boot, rng), False, self.margin, 0.10),
             "mean_log_distance": Band.fit(bootstrap_windows(logd, self.window, np.mean, self.n_boot, rng), True, self.margin),
         }
         return self
+
+    def _kmeans(self, Z: np.ndarray, k: int) -> np.ndarray:
+        from sklearn.cluster import KMeans
+
+        return KMeans(n_clusters=k, n_init=1, random_state=self.seed).fit(Z.astype(np.float64)).cluster_centers_.astype(np.float32)
 
     def _dist(self, Z: np.ndarray) -> np.ndarray:
         d2 = (Z * Z).sum(1)[:, None] - 2 * Z @ self.centroids_.T + (self.centroids_ * self.centroids_).sum(1)[None, :]
         return np.sqrt(np.maximum(d2.min(axis=1), 0.0))
 
     def new_state(self) -> State:
-        return {"dist": np.zeros(self.window, np.float64), "n": np.zeros(1, np.int64)}
+        # Columns: atypical (0/1), log(1 + distance).
+        return {"win": np.zeros((self.window, 2)), "sums": np.zeros(2), "n": np.zeros(1, np.int64)}
 
     def update(self, state: State, obs: Observation) -> list[Signal]:
         assert obs.X is not None
-        ring_push(state["dist"], state["n"], self._dist(self.embedding_.transform(obs.X)))
+        d = self._dist(self.embedding_.transform(obs.X))
+        window_push(state["win"], state["n"], state["sums"], np.stack([(d > self.cut_).astype(np.float64), np.log1p(d)], axis=1))
         n = int(state["n"][0])
         if n < self.window:
             return []
-        d = ring_view(state["dist"], state["n"])
-        frac, logd = float((d > self.cut_).mean()), float(np.log1p(d).mean())
+        frac, logd = float(state["sums"][0]) / self.window, float(state["sums"][1]) / self.window
         b1, b2 = self.bands_["atypical_fraction"], self.bands_["mean_log_distance"]
+        l1, l2 = b1.level(frac), b2.level(logd)
         return [
-            Signal(self.name, "atypical_fraction", frac, b1.threshold, b1.level(frac), n,
+            Signal(self.name, "atypical_fraction", frac, b1.threshold, l1, n, "" if l1 < 1 else
                    f"{frac:.0%} of the last {self.window} rows lie outside the owner's data (alarm above {b1.threshold:.0%})"),
-            Signal(self.name, "mean_log_distance", logd, b2.threshold, b2.level(logd), n,
+            Signal(self.name, "mean_log_distance", logd, b2.threshold, l2, n, "" if l2 < 1 else
                    f"mean log-distance of the last {self.window} rows to the owner's data is {logd:.2f}; owner's data {b2.center:.2f} +- {b2.width:.2f}"),
         ]

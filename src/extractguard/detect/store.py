@@ -93,11 +93,16 @@ class DetectionStore:
             rows = self._conn.execute("SELECT account, action, level, since, evidence FROM actions").fetchall()
         return {a: {"action": act, "level": lv, "since": s, "evidence": json.loads(e)} for a, act, lv, s, e in rows}
 
-    def clear(self, account: str) -> bool:
-        """Lift an account's sanction and forget its detection state (an operator's decision)."""
+    def clear(self, account: str, state_keys: tuple[str, ...] = ()) -> bool:
+        """Lift an account's sanction and forget its detection states (an operator's decision).
+
+        ``state_keys`` are the monitor keys the account's state is stored under besides its
+        name (the gateway keys states by ``tier/account``).
+        """
         with self._lock:
             n = self._conn.execute("DELETE FROM actions WHERE account = ?", (account,)).rowcount
-            n += self._conn.execute("DELETE FROM accounts WHERE account = ?", (account,)).rowcount
+            for key in (account, *state_keys):
+                n += self._conn.execute("DELETE FROM accounts WHERE account = ?", (key,)).rowcount
         return n > 0
 
     # -- meta -----------------------------------------------------------------------------
