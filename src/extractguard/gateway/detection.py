@@ -101,14 +101,14 @@ class GatewayDetection:
             return DetectionRefusal(403, "suspended", f"account {account!r} is suspended after extraction alarms; ask the operator to review it")
         if tier not in self.tiers:  # sanctioned under another tier: hold the line with its defaults
             return DetectionRefusal(403, "suspended", f"account {account!r} is under a detection sanction ({act})")
-        if act in ("challenge",):
+        if act == "challenge":
             book = self.challenges[tier]
             token = headers.get(POW_HEADER.lower()) or headers.get(POW_HEADER)
             problem = "proof of work required" if not token else book.check(account, token)
             if problem is not None:
                 return DetectionRefusal(428, "challenged", f"{problem}: solve the challenge and resend with header {POW_HEADER}",
                                         {"challenge": book.issue(account)})
-        if act in ("throttle", "challenge"):
+        if act == "throttle":
             item = self._throttle(tier)
             if not limiter.hit(item, "detect-throttle", account, cost=rows):
                 stats = limiter.get_window_stats(item, "detect-throttle", account)
