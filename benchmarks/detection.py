@@ -170,9 +170,9 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     perm = rng.permutation(len(Xp))
     ref_half, honest_half = Xp[perm[: len(Xp) // 2]], Xp[perm[len(Xp) // 2:]]
-    # Two new renderings of each row of the reference half: the owner's sample of honest traffic.
-    rrng = np.random.default_rng(args.seed + 1)
-    reference = np.concatenate([honest_rows(ref_half, None, schema, rrng) for _ in range(2)])
+    # One new rendering of each row of the reference half: the owner's sample of honest traffic
+    # (one per row, so the detectors' cross-fitted calibration halves share no digit).
+    reference = honest_rows(ref_half, None, schema, np.random.default_rng(args.seed + 1))
 
     def fresh_monitor() -> DetectionMonitor:
         return build_monitor(victim.target, reference, baseline_rows_per_hour=args.baseline, seed=args.seed)

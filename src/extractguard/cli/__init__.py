@@ -222,6 +222,10 @@ from extractguard.cli.gateway import register as _register_gateway  # noqa: E402
 
 _register_gateway(app)  # serve, keys, audit
 
+from extractguard.cli.detect import register as _register_detect  # noqa: E402
+
+_register_detect(app)  # detect, sanctions
+
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``extractguard`` script."""

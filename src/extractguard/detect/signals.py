@@ -159,7 +159,7 @@ class InputTypicality(Detector):
     paper = "operational baseline"
     needs_inputs = True
 
-    def __init__(self, n_features: int, window: int = 100, n_centroids: int = 32, dim: int = 32, quantile: float = 0.995,
+    def __init__(self, n_features: int, window: int = 200, n_centroids: int = 32, dim: int = 32, quantile: float = 0.995,
                  margin: float = 1.5, n_boot: int = 2000, seed: int = 0) -> None:
         if not 0.5 < quantile < 1 or window < 20:
             raise ConfigurationError("inputs needs 0.5 < quantile < 1 and window >= 20")
@@ -192,9 +192,9 @@ class InputTypicality(Detector):
         out = (d > self.cut_).astype(np.float64)
         logd = np.log1p(d)
         self.bands_ = {
-            # Floor of 10% atypical rows: the cut is estimated from a few hundred owner rows, so
+            # Floor of 12% atypical rows: the cut is estimated from a few hundred owner rows, so
             # honest traffic's real atypical rate can be a few times 1 - quantile.
-            "atypical_fraction": Band.fit(bootstrap_windows(out, self.window, np.mean, self.n_boot, rng), False, self.margin, 0.10),
+            "atypical_fraction": Band.fit(bootstrap_windows(out, self.window, np.mean, self.n_boot, rng), False, self.margin, 0.12),
             "mean_log_distance": Band.fit(bootstrap_windows(logd, self.window, np.mean, self.n_boot, rng), True, self.margin),
         }
         return self

@@ -39,10 +39,10 @@ class DetectionRefusal:
 
 
 def load_reference(path: Path, n_features: int) -> np.ndarray:
-    """Owner's reference rows from ``.npy`` or ``.csv``, checked against the model's width."""
+    """Owner's reference rows from ``.npy``, ``.npz`` or ``.csv``, checked against the model's width."""
     from extractguard.data.files import load_table
 
-    X = load_table(path) if path.suffix.lower() != ".npy" else np.load(path, allow_pickle=False)
+    X, _ = load_table(path, "detection reference")
     X = np.asarray(X, dtype=np.float64).reshape(len(X), -1)
     if X.shape[1] != n_features:
         raise ConfigurationError(f"detection reference {path} has {X.shape[1]} columns; the model takes {n_features}")
