@@ -139,3 +139,12 @@ def test_detection_config_errors_are_one_line(tmp_path: Path) -> None:
         ref = tmp_path / "ref.npy"
         np.save(ref, np.zeros((60, 3)))
         create_app(gw_config(tmp_path, t={"detection": {"reference": str(ref)}}))
+
+
+def test_example_detection_config_loads() -> None:
+    from extractguard.gateway import load_config
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "examples" / "detection-gateway.yaml")
+    dc = cfg.tiers["standard"].detection
+    assert dc is not None and dc.baseline_rows_per_hour == 600 and dc.action_for(5.0) == "challenge"
+    assert cfg.detect_path.name == "detect.db"

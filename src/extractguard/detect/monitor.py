@@ -118,7 +118,7 @@ class DetectionMonitor:
         stays bounded with millions of accounts.
     """
 
-    def __init__(self, detectors: Sequence[Detector], store: DetectionStore | None = None, flush_seconds: float = 2.0,
+    def __init__(self, detectors: Sequence[Detector], store: DetectionStore | None = None, flush_seconds: float = 10.0,
                  max_cached_accounts: int = 10000) -> None:
         if not detectors:
             raise ConfigurationError("detection needs at least one detector")

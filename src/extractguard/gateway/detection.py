@@ -71,6 +71,9 @@ class GatewayDetection:
         self.monitors: dict[str, DetectionMonitor] = {}
         for name, dc in self.tiers.items():
             ref = _reference_rows(dc, config, self.n_features, owner_data)
+            if ref is None and dc.detectors is None:
+                log.warning("detection", extra={"fields": {"event": "detection_config", "tier": name, "detail":
+                            "no reference data (set detection.reference): only prada and rate run"}})
             self.monitors[name] = build_monitor(target, ref, detectors=dc.detectors, baseline_rows_per_hour=dc.baseline_rows_per_hour,
                                                 params=dc.params, store=self.store, seed=dc.seed)
         secret = bytes.fromhex(self.store.meta("challenge_secret", new_secret()))
