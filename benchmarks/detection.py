@@ -59,6 +59,7 @@ SUITE: dict[str, tuple[str, str]] = {
     "path-finding": ("path-finding", "natural"),
     "functionally-equivalent": ("functionally-equivalent", "natural"),
 }
+ANALYTIC = {"equation-solving", "lowd-meek", "path-finding", "functionally-equivalent"}
 COLUMNS = {"prada": lambda k: k.startswith("prada/"), "content": lambda k: not k.startswith("rate/"),
            "rate": lambda k: k.startswith("rate/"), "combined": lambda k: True}
 
@@ -87,7 +88,8 @@ def attack_transcript(victim: Any, key: str, budget: int, seed: int, cache: Path
     tr = MemoryTranscript()
     oracle = Oracle(victim.target, "probabilities", budget=budget, transcript=tr)
     try:
-        create_attack(name, pool=pool, seed=seed, surrogate="mlp").fit(oracle, budget)
+        kw = {} if name in ANALYTIC else {"surrogate": "mlp"}  # analytic attacks rebuild the model itself
+        create_attack(name, pool=pool, seed=seed, **kw).fit(oracle, budget)
     except ExtractGuardError as exc:
         if not tr.batches:
             return [], str(exc)
@@ -158,7 +160,7 @@ def main() -> None:
     ap.add_argument("--baseline", type=float, default=600.0, help="Tier baseline: honest rows per hour per account.")
     ap.add_argument("--benign-accounts", type=int, default=100)
     ap.add_argument("--benign-queries", type=int, default=10000)
-    ap.add_argument("--stored", default="1000,1000000", help="History lengths for the cost table.")
+    ap.add_argument("--stored", default="1000,1000000", help="History lengths for the cost table ('' to skip).")
     ap.add_argument("--reps", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(Path(__file__).parent / "out" / "detection.json"))
@@ -209,7 +211,8 @@ def main() -> None:
     benign_seconds = time.perf_counter() - t0
     fp = {c: sum(b[c] is not None for b in benign) for c in COLUMNS}
 
-    costs = cost_table(fresh_monitor(), table_X, table_P, [int(s) for s in args.stored.split(",")], args.reps)
+    stored = [int(s) for s in args.stored.split(",") if s.strip()]
+    costs = cost_table(fresh_monitor(), table_X, table_P, stored, args.reps) if stored else []
 
     def cell(v: int | None) -> str:
         return "-" if v is None else str(v)
@@ -223,6 +226,8 @@ def main() -> None:
             continue
         t.add_row(r["attack"], r["pool"], str(r["queries"]), cell(r["prada"]), cell(r["content"]), cell(r["rate"]), cell(r["combined"]))
     console.print(t)
+    if args.benign_accounts == 0:
+        console.print("no honest accounts simulated (--benign-accounts 0)")
     t2 = Table(title=f"Honest accounts: {args.benign_accounts} x {args.benign_queries} queries ({benign_seconds:.0f} s)")
     for c in ("detectors", "accounts flagged", "false-positive rate"):
         t2.add_column(c)

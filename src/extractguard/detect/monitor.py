@@ -119,7 +119,7 @@ class DetectionMonitor:
     """
 
     def __init__(self, detectors: Sequence[Detector], store: DetectionStore | None = None, flush_seconds: float = 10.0,
-                 max_cached_accounts: int = 10000) -> None:
+                 max_cached_accounts: int = 1000) -> None:
         if not detectors:
             raise ConfigurationError("detection needs at least one detector")
         self.detectors = list(detectors)
