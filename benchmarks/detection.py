@@ -86,7 +86,9 @@ def attack_transcript(victim: Any, key: str, budget: int, seed: int, cache: Path
         # the attacker's natural data is exactly as natural as theirs.
         pool = honest_rows(victim.pool(), None, schema, rng)
     tr = MemoryTranscript()
-    oracle = Oracle(victim.target, "probabilities", budget=budget, transcript=tr)
+    # Functionally equivalent extraction needs raw logits (Jagielski et al. 2020); the rest get probabilities.
+    output = "logits" if name == "functionally-equivalent" else "probabilities"
+    oracle = Oracle(victim.target, output, budget=budget, transcript=tr)
     try:
         kw = {} if name in ANALYTIC else {"surrogate": "mlp"}  # analytic attacks rebuild the model itself
         create_attack(name, pool=pool, seed=seed, **kw).fit(oracle, budget)

@@ -288,7 +288,8 @@ def create_app(config: GatewayConfig, target: Target | None = None, owner_data: 
                                              client_ip=ip, X=X, probabilities=pred.probabilities)
             if escalated is not None and escalated[0] == "suspend":  # this answer is not served either
                 m.detection_actions.labels(tier.name, "suspend").inc()
-                return refuse(403, "suspended", f"account {account.account!r} suspended after extraction alarms: {escalated[1].explain()}", tier.name)
+                # Generic message: the evidence is in the audit log, not handed to the attacker.
+                return refuse(403, "suspended", f"account {account.account!r} is suspended after extraction alarms; ask the operator to review it", tier.name)
             if escalated is not None:
                 m.detection_actions.labels(tier.name, escalated[0]).inc()
         p = tier.chain.apply(pred.probabilities, X, gw.rng) if tier.chain.defenses else pred.probabilities
