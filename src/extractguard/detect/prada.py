@@ -48,7 +48,7 @@ class PRADA(Detector):
     paper = "Juuti et al. 2019"
     needs_inputs = True
 
-    def __init__(self, n_classes: int, n_features: int, delta: float = 0.94, min_queries: int = 100, window: int = 1000,
+    def __init__(self, n_classes: int, n_features: int, delta: float = 0.92, min_queries: int = 100, window: int = 1000,
                  test_every: int = 10, max_points_per_class: int = 256, dim: int = 64, seed: int = 0) -> None:
         if not 0 < delta < 1:
             raise ConfigurationError(f"prada delta must be in (0, 1), got {delta}")
