@@ -42,9 +42,10 @@ from extractguard.victims.pools import structured_pool
 
 #: Attack rows: (attack name, pool kind). "natural" = the victim's attacker pool (same
 #: distribution as honest users); "synthetic" = uniform noise rows; "structured" = natural rows
-#: drowned in 3x off-task rows (victims.pools.structured_pool).
+#: drowned in 3x off-task rows (victims.pools.structured_pool); "own" = the attack makes up its
+#: own queries (no pool).
 SUITE: dict[str, tuple[str, str]] = {
-    "random": ("random", "natural"),
+    "random": ("random", "own"),
     "jbda": ("jbda", "natural"),
     "activethief-synthetic": ("activethief", "synthetic"),
     "activethief-entropy-synthetic": ("activethief-entropy", "synthetic"),
@@ -54,10 +55,10 @@ SUITE: dict[str, tuple[str, str]] = {
     "activethief": ("activethief", "natural"),
     "activethief-kcenter": ("activethief-kcenter", "natural"),
     "activethief-dfal": ("activethief-dfal", "natural"),
-    "equation-solving": ("equation-solving", "natural"),
-    "lowd-meek": ("lowd-meek", "natural"),
-    "path-finding": ("path-finding", "natural"),
-    "functionally-equivalent": ("functionally-equivalent", "natural"),
+    "equation-solving": ("equation-solving", "own"),
+    "lowd-meek": ("lowd-meek", "own"),
+    "path-finding": ("path-finding", "own"),
+    "functionally-equivalent": ("functionally-equivalent", "own"),
 }
 ANALYTIC = {"equation-solving", "lowd-meek", "path-finding", "functionally-equivalent"}
 COLUMNS = {"prada": lambda k: k.startswith("prada/"), "content": lambda k: not k.startswith("rate/"),
