@@ -226,6 +226,10 @@ from extractguard.cli.verify import register as _register_verify  # noqa: E402
 
 _register_verify(app)  # verify, fingerprint
 
+from extractguard.cli.detect import register as _register_detect  # noqa: E402
+
+_register_detect(app)  # detect, sanctions
+
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``extractguard`` script."""

@@ -30,6 +30,7 @@ from extractguard.errors import ExtractGuardError, InputValidationError
 from extractguard.gateway.audit import AuditLog
 from extractguard.gateway.backend import UpstreamError, UpstreamTarget, build_backend
 from extractguard.gateway.config import GatewayConfig, TierConfig
+from extractguard.gateway.detection import GatewayDetection
 from extractguard.gateway.keys import Account, KeyStore
 from extractguard.gateway.limiter import RateLimits
 from extractguard.gateway.logs import get_logger
@@ -66,6 +67,7 @@ class Gateway:
     rng: np.random.Generator
     watermarks: WatermarkRecord | None = None
     trusted: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = field(default_factory=list)
+    detection: GatewayDetection | None = None  # tiers with a detection: block (docs/detection.md)
 
     @property
     def model_name(self) -> str:
@@ -100,6 +102,8 @@ class Gateway:
 
     def close(self) -> None:
         self.keys.close()
+        if self.detection is not None:
+            self.detection.close()  # after the last request: flush every account's state
         if self.audit is not None:
             self.audit.close()
         if self.watermarks is not None:
@@ -109,8 +113,8 @@ class Gateway:
             close_storage()
 
 
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
+def _error(status: int, message: str, headers: dict[str, str] | None = None, body: dict[str, Any] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message, **(body or {})}, status_code=status, headers=headers)
 
 
 def build_gateway(config: GatewayConfig, target: Target | None = None, owner_data: np.ndarray | None = None) -> Gateway:
@@ -129,17 +133,20 @@ def build_gateway(config: GatewayConfig, target: Target | None = None, owner_dat
             wm = AnswerWatermark(master, w.fraction, w.control_fraction, w.cell_width, w.projections,
                                  target.schema.low, target.schema.high)
         tiers[name] = _Tier(name, tc, OutputSpec.parse(tc.output), chain, max_rows, wm)
+    audit = AuditLog(config.audit_path) if config.audit_enabled else None
+    detecting = any(tc.detection is not None for tc in config.tiers.values())
     return Gateway(
         config=config,
         target=target,
         keys=KeyStore(config.keys_path),
         limits=RateLimits(config),
-        audit=AuditLog(config.audit_path) if config.audit_enabled else None,
+        audit=audit,
         metrics=GatewayMetrics(),
         tiers=tiers,
         rng=np.random.default_rng(config.seed),
         watermarks=WatermarkRecord(config.watermark_db_path) if marking else None,
         trusted=[ipaddress.ip_network(p, strict=False) for p in config.trusted_proxies],
+        detection=GatewayDetection(config, target, owner_data, audit) if detecting else None,
     )
 
 
@@ -227,13 +234,13 @@ def create_app(config: GatewayConfig, target: Target | None = None, owner_data: 
         ctx: dict[str, Any] = {"event": "infer", "model": model, "client_ip": ip}
 
         def refuse(status: int, reason: str, message: str, tier: str = "none", rows: int = 0,
-                   headers: dict[str, str] | None = None) -> Response:
+                   headers: dict[str, str] | None = None, body: dict[str, Any] | None = None) -> Response:
             m.refusals.labels(reason).inc()
             m.requests.labels(name, tier, str(status)).inc()
             if rows and reason == "rate_limited":
                 m.refused_rows.labels(name, tier, reason).inc(rows)
             log.warning("refused", extra={"fields": {**ctx, "status": status, "reason": reason, "detail": message, "rows": rows}})
-            return _error(status, message, headers)
+            return _error(status, message, headers, body)
 
         account = gw.authenticate(request)
         if account is None:
@@ -265,6 +272,13 @@ def create_app(config: GatewayConfig, target: Target | None = None, owner_data: 
         n = int(X.shape[0])
         ctx["rows"] = n
 
+        if gw.detection is not None:  # a sanctioned account: suspended, challenged or throttled
+            sanction = gw.detection.admit(account.account, tier.name, n, request.headers, gw.limits.limiter)
+            if sanction is not None:
+                return refuse(sanction.status, sanction.reason, sanction.message, tier.name, n,
+                              headers={"Retry-After": str(sanction.retry_after)} if sanction.retry_after else None,
+                              body=sanction.body)
+
         refusal = gw.limits.charge(account.key_id, account.account, tier.name, ip, n)
         if refusal is not None:
             msg = f"{refusal.scope} limit {refusal.limit} reached; {n} rows requested; retry after {refusal.retry_after} s"
@@ -282,6 +296,15 @@ def create_app(config: GatewayConfig, target: Target | None = None, owner_data: 
         except ExtractGuardError as exc:
             return refuse(500, "model", f"model failed: {exc}", tier.name)
         m.model_latency.labels(name).observe(time.perf_counter() - tm)
+        if gw.detection is not None:  # detectors see the owner's undefended probabilities
+            escalated = gw.detection.observe(account=account.account, key_id=account.key_id, tier=tier.name, model=name,
+                                             client_ip=ip, X=X, probabilities=pred.probabilities)
+            if escalated is not None and escalated[0] == "suspend":  # this answer is not served either
+                m.detection_actions.labels(tier.name, "suspend").inc()
+                # Generic message: the evidence is in the audit log, not handed to the attacker.
+                return refuse(403, "suspended", f"account {account.account!r} is suspended after extraction alarms; ask the operator to review it", tier.name)
+            if escalated is not None:
+                m.detection_actions.labels(tier.name, escalated[0]).inc()
         p = tier.chain.apply(pred.probabilities, X, gw.rng) if tier.chain.defenses else pred.probabilities
         logits = pred.logits if not tier.chain.defenses else None
         if tier.watermark is not None:

@@ -16,6 +16,7 @@ from typing import Any, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from extractguard.detect.policy import DetectionConfig
 from extractguard.errors import ConfigurationError
 
 
@@ -87,6 +88,7 @@ class TierConfig(_Strict):
     max_rows_per_request: Optional[int] = Field(None, ge=1)
     models: Optional[list[str]] = Field(None, description="Models this tier may call (default: all).")
     watermark: Optional[WatermarkConfig] = Field(None, description="Keyed answer watermark, e.g. {fraction: 0.005}.")
+    detection: Optional[DetectionConfig] = Field(None, description="Extraction detection and graduated responses (docs/detection.md).")
 
     @field_validator("output")
     @classmethod
@@ -204,6 +206,10 @@ class GatewayConfig(_Strict):
     def watermark_db_path(self) -> Path:
         return self.watermark_db or self.state_dir / "watermarks.db"
 
+    @property
+    def detect_path(self) -> Path:
+        return self.state_dir / "detect.db"
+
 
 def _format_error(exc: ValidationError) -> str:
     parts = []
@@ -248,6 +254,9 @@ def load_config(path: Path | str, check_defenses: bool = True) -> GatewayConfig:
             updates[field] = base / val
     if cfg.model.path is not None and not cfg.model.path.is_absolute():
         cfg.model.path = base / cfg.model.path
+    for tier in cfg.tiers.values():
+        if tier.detection is not None and tier.detection.reference is not None and not tier.detection.reference.is_absolute():
+            tier.detection.reference = base / tier.detection.reference
     if cfg.storage and cfg.storage.startswith("sqlite:///") and not cfg.storage.startswith("sqlite:////"):
         updates["storage"] = f"sqlite:///{base / cfg.storage.removeprefix('sqlite:///')}"
     return cfg.model_copy(update=updates)

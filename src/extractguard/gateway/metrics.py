@@ -52,4 +52,8 @@ class GatewayMetrics:
             "extractguard_upstream_errors_total", "Failed calls to the upstream inference server.",
             ["model"], registry=r,
         )
+        self.detection_actions = Counter(
+            "extractguard_detection_actions_total", "Accounts escalated by extraction detection, by action (reason).",
+            ["tier", "reason"], registry=r,
+        )
         self.ready = Gauge("extractguard_ready", "1 when the model is loaded and state storage answers.", registry=r)
