@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/attacks.py            # full run (~25 min, 2 cores)
+    PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/attacks.py            # default run, one seed (~10 min, 2 cores)
     PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/attacks.py --quick    # smoke run
     PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/attacks.py --attacks knockoff --no-art
 
