@@ -179,8 +179,7 @@ def _schedule(recipe: TorchClassifier, n: int) -> tuple[int, int]:
     """Batch size and epochs that give ART's student the same number of steps as ours on n rows."""
     bs = min(recipe.batch_size, n)
     per_epoch = math.ceil(n / bs)
-    steps = int(np.clip(recipe.epochs * per_epoch, recipe.min_steps, recipe.max_steps))
-    return bs, max(1, math.ceil(steps / per_epoch))
+    return bs, max(1, math.ceil(recipe.schedule_steps(n) / per_epoch))
 
 
 def _art_student(victim: Victim, recipe: TorchClassifier, seed: int) -> Any:

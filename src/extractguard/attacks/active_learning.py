@@ -203,14 +203,14 @@ class ActiveThief(Attack):
         self._used = np.zeros(self._pool.shape[0], dtype=bool)
         self._queue = np.empty(0, dtype=np.int64)
         self.rounds_ = 0
-        self._student: Surrogate | None = None
+        self._student: TorchClassifier | None = None
         self._trained_rows = 0
         self.train_steps_ = 0
-        family = helper_family(self.surrogate)
-        probe = make_surrogate(family, schema, seed=self.seed)
-        self._grow = self.incremental and isinstance(probe, TorchClassifier)
+        # The helper family's unfitted estimator: its schedule sizes the grown student's steps.
+        recipe = make_surrogate(helper_family(self.surrogate), schema, seed=self.seed)
+        self._recipe = recipe if isinstance(recipe, TorchClassifier) else None
+        self._grow = self.incremental and self._recipe is not None
         if self._grow:
-            assert isinstance(probe, TorchClassifier)
             self._total_steps = self._grown_steps(budget)
 
     def _select(self, n: int) -> np.ndarray | None:
@@ -238,9 +238,7 @@ class ActiveThief(Attack):
         X = np.concatenate(self._X)
         Y = np.concatenate(self._Y)
         if not self._grow:
-            student = self.new_student(helper_family(self.surrogate), self._schema, self.seed + self.rounds_).fit(X, Y)
-            self._student = student
-            return student
+            return self.new_student(helper_family(self.surrogate), self._schema, self.seed + self.rounds_).fit(X, Y)
         if self._student is not None and self._trained_rows == len(X):
             return self._student
         if self._student is None:
@@ -250,7 +248,7 @@ class ActiveThief(Attack):
             self._student = student
         new_rows = len(X) - self._trained_rows
         steps = max(10, math.ceil(self._total_steps * new_rows / max(1, self._budget)))
-        self._student.fit(X, Y, n_steps=steps)  # type: ignore[call-arg]
+        self._student.fit(X, Y, n_steps=steps)
         self._trained_rows = len(X)
         self.train_steps_ += steps
         return self._student
@@ -259,10 +257,8 @@ class ActiveThief(Attack):
         """Total optimiser steps a grown student gets in a run whose budget is ``rows``."""
         if self.train_steps is not None:
             return max(1, math.ceil(self.train_steps * rows / max(1, self._budget)))
-        probe = make_surrogate(helper_family(self.surrogate), self._schema, seed=self.seed)
-        assert isinstance(probe, TorchClassifier)
-        per_epoch = math.ceil(rows / min(probe.batch_size, rows))
-        return int(np.clip(probe.epochs * per_epoch, GROWN_MIN_STEPS, probe.max_steps))
+        assert self._recipe is not None  # only called when the student grows
+        return self._recipe.schedule_steps(rows, min_steps=GROWN_MIN_STEPS)
 
     def fit_surrogate(self, schema: InputSchema) -> Surrogate:
         """The grown student (a snapshot) when it is the user's family, else a fresh fit.
@@ -277,7 +273,7 @@ class ActiveThief(Attack):
         snapshot = copy.deepcopy(student)
         missing = self._grown_steps(self._trained_rows) - self.train_steps_
         if missing > 0:
-            snapshot.fit(np.concatenate(self._X), np.concatenate(self._Y), n_steps=missing)  # type: ignore[call-arg]
+            snapshot.fit(np.concatenate(self._X), np.concatenate(self._Y), n_steps=missing)
         return snapshot
 
     def _next_round(self, free: np.ndarray) -> np.ndarray:

@@ -123,10 +123,12 @@ class TorchClassifier:
         self.scale_from = scale_from
         self.seed = seed
 
-    def schedule_steps(self, n: int) -> int:
-        """Optimiser steps a from-scratch fit on ``n`` rows takes: ``epochs`` passes, clipped."""
+    def schedule_steps(self, n: int, min_steps: int | None = None) -> int:
+        """Optimiser steps a from-scratch fit on ``n`` rows takes: ``epochs`` passes, clipped to
+        ``[min_steps, max_steps]`` (``min_steps`` defaults to the estimator's own floor)."""
         per_epoch = math.ceil(n / min(self.batch_size, n))
-        return int(np.clip(self.epochs * per_epoch, self.min_steps, self.max_steps))
+        floor = self.min_steps if min_steps is None else min_steps
+        return int(np.clip(self.epochs * per_epoch, floor, self.max_steps))
 
     def _scaling(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if len(self.input_shape) >= 2:
