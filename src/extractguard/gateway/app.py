@@ -299,12 +299,11 @@ def create_app(config: GatewayConfig, target: Target | None = None, owner_data: 
         if gw.detection is not None:  # detectors see the owner's undefended probabilities
             escalated = gw.detection.observe(account=account.account, key_id=account.key_id, tier=tier.name, model=name,
                                              client_ip=ip, X=X, probabilities=pred.probabilities)
-            if escalated is not None and escalated[0] == "suspend":  # this answer is not served either
-                m.detection_actions.labels(tier.name, "suspend").inc()
-                # Generic message: the evidence is in the audit log, not handed to the attacker.
-                return refuse(403, "suspended", f"account {account.account!r} is suspended after extraction alarms; ask the operator to review it", tier.name)
             if escalated is not None:
                 m.detection_actions.labels(tier.name, escalated[0]).inc()
+                if escalated[0] == "suspend":  # this answer is not served either
+                    # Generic message: the evidence is in the audit log, not handed to the attacker.
+                    return refuse(403, "suspended", f"account {account.account!r} is suspended after extraction alarms; ask the operator to review it", tier.name)
         p = tier.chain.apply(pred.probabilities, X, gw.rng) if tier.chain.defenses else pred.probabilities
         logits = pred.logits if not tier.chain.defenses else None
         if tier.watermark is not None:
