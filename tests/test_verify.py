@@ -30,6 +30,7 @@ from extractguard.verify import (
     verify_suspect,
 )
 from extractguard.verify.fingerprint import fingerprint_model
+from extractguard.verify.ownership import graded, keyed_label_ranks, uniform_rank_sum_cdf
 from extractguard.watermark import AnswerWatermark, WatermarkedTarget, WatermarkRecord
 from gateway_helpers import UvicornThread
 
@@ -71,8 +72,64 @@ def test_copy_through_watermark_is_identified_and_traced_to_its_account(stolen: 
     assert by_account["mallory"].p_value < 1e-6
     assert by_account["honest"].p_value > 1e-3
     t = by_account["mallory"]
-    assert t.p_value == pytest.approx(binomial_tail(t.k, t.n, 1 / 9))
+    # The copy returns probabilities: the rank test, whose p-value follows from the recorded ranks.
+    assert t.extra["method"] == "rank"
+    assert t.p_value == pytest.approx(uniform_rank_sum_cdf(int(t.extra["ranks"].sum()), t.n, 9))
     assert "COPY" in verdict.describe()
+    # Forced to the label-only test, the same copy is still identified, with less evidence.
+    cond = verify_suspect(stolen["copy"], [mallory], alpha=1e-6, method="conditional").tests[0]
+    assert cond.extra["method"] == "conditional" and cond.p_value == pytest.approx(binomial_tail(cond.k, cond.n, 1 / 9))
+    assert cond.p_value < 1e-6
+    # A label-only suspect (one-hot answers, every wrong class tied) falls back to the conditional test.
+    one_hot = CallableTarget(lambda Z: np.eye(10)[stolen["clf"].predict_proba(Z).argmax(1)], stolen["victim"].schema)
+    t1 = verify_suspect(one_hot, [mallory]).tests[0]
+    assert t1.extra["method"] == "conditional" and (t1.k, t1.n) == (cond.k, cond.n)
+    with pytest.raises(ConfigurationError, match="unknown watermark test method"):
+        verify_suspect(stolen["copy"], [mallory], method="fancy")
+
+
+def test_rank_sum_distribution_is_exact() -> None:
+    """The rank test's null distribution against brute-force enumeration, and its far tail."""
+    import itertools
+
+    for n, m in ((1, 9), (3, 4), (5, 3)):
+        sums = np.array([sum(r) for r in itertools.product(range(1, m + 1), repeat=n)])
+        for s in range(n - 1, n * m + 1):
+            assert uniform_rank_sum_cdf(s, n, m) == pytest.approx(np.mean(sums <= s), rel=1e-12, abs=1e-15)
+    assert uniform_rank_sum_cdf(300, 300, 9) == pytest.approx(9.0**-300, rel=1e-9)  # every rank 1
+    assert uniform_rank_sum_cdf(1000, 1000, 9) > 0  # below the double range: an upper bound, never 0
+
+
+def test_keyed_label_ranks_count_ties_against_the_mark() -> None:
+    scores = np.array([[0.5, 0.2, 0.2, 0.1], [0.1, 0.6, 0.3, 0.0], [0.0, 0.0, 0.0, 1.0]])
+    owner, keyed = np.array([0, 1, 3]), np.array([1, 2, 0])
+    # row 0: class 2 ties the mark -> rank 2; row 1: the mark leads the wrong classes; row 2: all tied -> worst.
+    assert keyed_label_ranks(scores, owner, keyed).tolist() == [2, 1, 3]
+    assert not graded(scores, owner) and graded(scores[1:2], owner[1:2]) and not graded(scores[:0], owner[:0])
+    assert graded(np.array([[0.5, 0.3, 0.15, 0.05]]), np.array([0]))
+
+
+def test_rank_test_is_valid_under_the_null(stolen: dict[str, Any]) -> None:
+    """An independent model against 300 accounts' keys (same rows, fresh keyed labels): the rank
+    test's p-values are no smaller than uniform, i.e. it rejects at level a at most ~a of the time."""
+    from extractguard.watermark.record import AccountRecord
+
+    v = stolen["victim"]
+    X = np.concatenate([v.pool(), v.probe()[0]])
+    owner = v.target.predict(X).probabilities.argmax(1)
+    wm = AnswerWatermark(MASTER, fraction=0.05)
+    model = stolen["independents"][0][1]
+    ps = []
+    for a in range(300):
+        dec = wm.decide(X, f"account-{a}", owner, 10)
+        rec = AccountRecord(f"account-{a}", X[dec.marked], dec.served_labels[dec.marked], owner[dec.marked],
+                            X[:0], owner[:0], None, None)
+        t = verify_suspect(model, [rec], method="rank").tests[0]
+        ps.append(t.p_value)
+    ps = np.array(ps)
+    for a in (0.01, 0.05, 0.2, 0.5):
+        assert np.mean(ps <= a) <= a + 3 * np.sqrt(a * (1 - a) / len(ps)) + 0.01, a
+    assert np.mean(ps <= 0.5) >= 0.3  # and it is not degenerate (always 1)
 
 
 def test_independent_models_are_not_accused(stolen: dict[str, Any]) -> None:
@@ -145,6 +202,7 @@ def test_evidence_bundle_verifies_and_fails_after_any_edit(stolen: dict[str, Any
     t0 = bundle["body"]["tests"][0]
     for path, value in [
         (["body", "tests", 0, "suspect_labels", 0], (t0["suspect_labels"][0] + 1) % 10),
+        (["body", "tests", 0, "suspect_scores", 0, 3], t0["suspect_scores"][0][3] + 0.5),
         (["body", "tests", 0, "inputs", 0, 5], t0["inputs"][0][5] + 1.0),
         (["body", "tests", 0, "p_value"], 1e-30),
         (["body", "verdict", "is_copy"], False),
@@ -159,12 +217,18 @@ def test_evidence_bundle_verifies_and_fails_after_any_edit(stolen: dict[str, Any
     # Re-signed with another key after an edit: the signature verifies, but the recomputation fails
     # and a pinned public key does not match.
     b = copy.deepcopy(bundle)
+    assert t0["method"] == "rank"
     b["body"]["tests"][0]["k"] += 1
+    row = b["body"]["tests"][0]["suspect_scores"][1]
+    row[(int(np.argmax(row)) + 1) % 10] = max(row) + 1.0  # scores that no longer give the recorded label
     b["body"]["tests"][1]["reference_agreements"] = [0, 0]  # a lower null rate would inflate the evidence
     other = load_signing_key(generate_signing_key(tmp_path / "other.pem")[0])
     resigned = sign_bundle(b["body"], other)
     problems = check_bundle(resigned, public_key_hex=bundle["signature"]["public_key"])
-    assert any("recorded k" in p for p in problems) and any("different key" in p for p in problems)
+    assert any("scores do not match" in p for p in problems) and any("different key" in p for p in problems)
+    b["body"]["tests"][0]["suspect_scores"] = t0["suspect_scores"]
+    problems = check_bundle(sign_bundle(b["body"], other))
+    assert any("recorded k" in p for p in problems)
     assert any("test 2 (fingerprint" in p and "p0" in p for p in problems)
     assert check_bundle({"format": "nope"}) != []
     with pytest.raises(ConfigurationError, match="already exists"):

@@ -125,7 +125,8 @@ def register(app: typer.Typer) -> None:
         for col in ("test", "account", "k / n", "null rate p0", "p-value", "Bonferroni p"):
             table.add_column(col, justify="right" if col not in ("test", "account") else "left")
         for t, c in zip(verdict.tests, verdict.corrected):
-            table.add_row(t.name, t.account or "-", f"{t.k} / {t.n}", f"{t.p0:.4g}", f"{t.p_value:.3g}", f"{c:.3g}")
+            name = f"{t.name} ({t.extra['method']})" if "method" in t.extra else t.name
+            table.add_row(name, t.account or "-", f"{t.k} / {t.n}", f"{t.p0:.4g}", f"{t.p_value:.3g}", f"{c:.3g}")
         console.print(table)
         for t in verdict.tests:
             console.print(f"[dim]{t.name}{' ' + repr(t.account) if t.account else ''}: {t.null}[/]", highlight=False, soft_wrap=True)

@@ -22,7 +22,15 @@ import numpy as np
 
 from extractguard import __version__
 from extractguard.errors import ConfigurationError, DataLoadError, check_readable_file
-from extractguard.verify.ownership import DEFAULT_BETA, TestResult, Verdict, binomial_tail, clopper_pearson_upper
+from extractguard.verify.ownership import (
+    DEFAULT_BETA,
+    TestResult,
+    Verdict,
+    binomial_tail,
+    clopper_pearson_upper,
+    keyed_label_ranks,
+    rank_test_p,
+)
 from extractguard.watermark.keyed import row_digest
 
 FORMAT = "extractguard-evidence/1"
@@ -118,6 +126,8 @@ def _test_entry(t: TestResult, corrected: float) -> dict[str, Any]:
             control_suspect_labels=np.asarray(t.extra["control_answers"]).astype(int).tolist(),
             beta=t.extra.get("beta", DEFAULT_BETA),
         )
+        if t.extra["method"] == "rank":
+            entry["suspect_scores"] = np.asarray(t.extra["scores"], dtype=np.float64).tolist()
     else:
         entry.update(reference_agreements=[int(a) for a in t.extra["reference_agreements"]], confidence=t.extra["confidence"])
     return entry
@@ -182,7 +192,15 @@ def _check_test(i: int, t: dict[str, Any], problems: list[str]) -> float | None:
             cbad = [j for j, x in enumerate(cX) if row_digest(x) != t["control_input_sha256"][j]]
             if cbad:
                 problems.append(f"{where}: control input {cbad[0]} does not match its SHA-256")
-            if t["method"] == "conditional":
+            if t["method"] == "rank":
+                scores = np.asarray(t["suspect_scores"], dtype=np.float64)
+                if scores.shape != (len(ans), c) or not np.array_equal(scores.argmax(axis=1), ans):
+                    problems.append(f"{where}: the suspect's scores do not match its labels")
+                    return None
+                ranks = keyed_label_ranks(scores, owner, exp)
+                n, k, p0 = len(ranks), int((ranks == 1).sum()), 1.0 / (c - 1)
+                p = rank_test_p(ranks, c)
+            elif t["method"] == "conditional":
                 n, p0 = int((ans != owner).sum()), 1.0 / (c - 1)
                 p = binomial_tail(k, n, p0)
             else:
