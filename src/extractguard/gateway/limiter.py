@@ -9,6 +9,12 @@ nothing (a caller who overshoots a monthly quota by one batch does not lose the 
 On SQLite the check and the charge are one transaction.  On Redis another replica may spend the
 same headroom between them; the charge still reports it and the request is refused, so at worst a
 concurrent burst is refused slightly early.
+
+When the storage cannot be reached (Redis down, SQLite locked past its timeout) :meth:`charge`
+raises :class:`LimitsUnavailable`; the gateway then follows ``on_storage_error``: ``fail_closed``
+(the default: 503 + Retry-After, nothing reaches the model uncounted) or ``fail_open`` (serve
+uncounted).  The Redis client reconnects by itself on the next command, so the gateway recovers
+without a restart when the storage returns.
 """
 
 from __future__ import annotations
@@ -18,10 +24,11 @@ import time
 from dataclasses import dataclass
 
 from limits import RateLimitItem, parse
+from limits.errors import StorageError
 from limits.storage import Storage, storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 
-from extractguard.errors import ConfigurationError
+from extractguard.errors import ConfigurationError, ExtractGuardError
 from extractguard.gateway import storage as _sqlite_storage  # noqa: F401  (registers sqlite://)
 from extractguard.gateway.config import GatewayConfig
 
@@ -33,6 +40,14 @@ class Refusal:
     scope: str  # "key", "ip", "global", "quota", "spend"
     limit: str
     retry_after: int
+
+
+class LimitsUnavailable(ExtractGuardError):
+    """The rate-limit storage did not answer, so nothing could be counted."""
+
+
+# A Redis that hangs (rather than refusing connections) must not hang every request with it.
+_REDIS_OPTIONS: dict[str, float | str | bool] = {"socket_timeout": 2.0, "socket_connect_timeout": 2.0}
 
 
 @dataclass(frozen=True)
@@ -55,8 +70,12 @@ class RateLimits:
     """Every limit of a gateway, on one ``limits`` storage chosen by URI."""
 
     def __init__(self, config: GatewayConfig, storage: Storage | None = None) -> None:
+        uri = config.storage_uri
+        options = _REDIS_OPTIONS if uri.startswith(("redis://", "rediss://")) and "timeout" not in uri else {}
         try:
-            self.storage = storage or storage_from_string(config.storage_uri)
+            # wrap_exceptions: every backend's own errors (redis.ConnectionError, sqlite3.Error)
+            # arrive as limits' StorageError, so one except clause covers them all.
+            self.storage = storage or storage_from_string(uri, wrap_exceptions=True, **options)
         except Exception as exc:  # limits raises ConfigurationError/ImportError per backend
             raise ConfigurationError(f"cannot open rate-limit storage {config.storage_uri!r}: {exc}") from None
         self.limiter = FixedWindowRateLimiter(self.storage)
@@ -90,7 +109,23 @@ class RateLimits:
         return Refusal(rule.scope, rule.text, max(1, math.ceil(reset - time.time())))
 
     def charge(self, key_id: str, account: str, tier: str, ip: str, rows: int) -> Refusal | None:
-        """Charge ``rows`` to every applicable limit, or refuse (charging nothing) and say why."""
+        """Charge ``rows`` to every applicable limit, or refuse (charging nothing) and say why.
+
+        Raises :class:`LimitsUnavailable` when the storage fails.
+        """
+        try:
+            return self._charge(key_id, account, tier, ip, rows)
+        except StorageError as exc:
+            raise LimitsUnavailable(f"rate-limit storage unavailable ({type(exc.storage_error).__name__})") from exc
+        except self.storage_errors() as exc:  # raised outside the wrapped methods (SQLite's atomic())
+            raise LimitsUnavailable(f"rate-limit storage unavailable ({type(exc).__name__})") from exc
+
+    def storage_errors(self) -> tuple[type[Exception], ...]:
+        """Exceptions meaning "the storage did not answer" (for other users of :attr:`limiter`)."""
+        base = self.storage.base_exceptions
+        return (StorageError, *(base if isinstance(base, tuple) else (base,)))
+
+    def _charge(self, key_id: str, account: str, tier: str, ip: str, rows: int) -> Refusal | None:
         rules = self._rules(key_id, account, tier, ip)
         if not rules:
             return None
