@@ -189,7 +189,7 @@ def create_app(config: GatewayConfig, target: Target | None = None, owner_data: 
     app = FastAPI(title="ExtractGuard gateway", version=__version__, docs_url=None, redoc_url=None,
                   openapi_url=None, lifespan=lifespan)
     app.state.gateway = gw
-    app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
+    app.openapi = lambda: build_openapi(app, gw.model_name)  # type: ignore[method-assign]
     m = gw.metrics
     m.ready.set(1)
     name = gw.model_name

@@ -124,8 +124,9 @@ def _headers() -> dict[str, Any]:
                                 "schema": {"type": "string"}}}
 
 
-def build_openapi(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's document plus the infer request body, the security schemes and request-id headers."""
+def build_openapi(app: FastAPI, model_name: str) -> dict[str, Any]:
+    """FastAPI's document plus the infer request body, the security schemes, request-id headers,
+    and the one model this gateway serves as the only value of ``{model}``."""
     if app.openapi_schema:
         return app.openapi_schema
     doc = get_openapi(title=app.title, version=app.version, routes=app.routes,
@@ -142,6 +143,9 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
     for path, ops in doc.get("paths", {}).items():
         for method, op in ops.items():
             responses = op.get("responses", {})
+            for param in op.get("parameters", []):
+                if param.get("in") == "path" and param.get("name") == "model":
+                    param["schema"] = {"type": "string", "enum": [model_name], "title": "Model"}
             responses.pop("422", None)  # FastAPI's default for path parameters; the gateway never sends it
             if path not in PUBLIC_PATHS:
                 op["security"] = [{"bearer": []}, {"apiKey": []}]
