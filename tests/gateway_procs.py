@@ -33,14 +33,20 @@ def cli_env() -> dict[str, str]:
 
 
 class RedisProcess:
-    """redis-server without persistence on a fixed port, so it can be stopped and started again."""
+    """redis-server on a fixed port, so it can be stopped and started again.
 
-    def __init__(self, port: int | None = None) -> None:
+    Without ``data_dir`` it keeps nothing across a restart; with it, an append-only file fsynced
+    on every write (``appendfsync always``) keeps every counter, as a production Redis holding
+    quotas should.
+    """
+
+    def __init__(self, port: int | None = None, data_dir: Path | None = None) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise FileNotFoundError("redis-server is not installed")
         self.binary = binary
         self.port = port or free_port()
+        self.data_dir = data_dir
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -48,8 +54,12 @@ class RedisProcess:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisProcess:
+        persist = ["--appendonly", "no"]
+        if self.data_dir is not None:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            persist = ["--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.data_dir)]
         self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *persist],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         import redis
