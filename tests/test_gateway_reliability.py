@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -153,6 +154,61 @@ def test_redis_stopped_with_fail_open_serves_uncounted_and_says_so(tmp_path: Pat
     assert [post().status_code for _ in range(4)] == [200, 200, 200, 429]
     assert _metric(client.get("/metrics").text, "extractguard_storage_errors_total", reason="fail_open") == 3
     assert target.calls == 9
+
+
+def test_a_throttled_account_meets_the_same_policy_when_redis_is_down(tmp_path: Path, iris, redis_proc) -> None:  # type: ignore[no-untyped-def]
+    """Detection's throttle counts on the limits storage too: it must not turn an outage into a 500."""
+    app = make_app(tmp_path, target=None, model={"name": "iris", "victim": "digits-logreg"}, storage=redis_proc.url,
+                   max_body_bytes=65536,  # "iris" is the route name; detection needs digits' 64-feature reference data
+                   tiers={"watched": {"detection": {"detectors": ["rate"], "baseline_rows_per_hour": 600, "throttle_limit": "5/minute"}}})
+    gw = app.state.gateway
+    key = gw.keys.create("acme", "watched")
+    gw.detection.actions["acme"] = {"action": "throttle"}  # as if the rate detector had escalated it
+    client = TestClient(app)
+    post = lambda: client.post(URL, json=infer_body(np.full((1, 64), 3.0)), headers={"X-API-Key": key})  # noqa: E731
+    assert post().status_code == 200
+    redis_proc.stop()
+    r = post()
+    assert r.status_code == 503 and "rate-limit storage unavailable" in r.json()["error"]
+    redis_proc.start()
+    assert post().status_code == 200
+    assert [x["n_rows"] for x in gw.audit.records() if x.get("request_id")] == [1, 1]
+
+
+def test_an_unwritable_audit_log_withholds_the_answer(tmp_path: Path, iris) -> None:  # type: ignore[no-untyped-def]
+    """No answer leaves without its audit record: a log locked past its timeout gives a 503."""
+    import sqlite3
+
+    app = make_app(tmp_path, target=iris)
+    gw = app.state.gateway
+    key = gw.keys.create("acme", "raw")
+    client = TestClient(app)
+    assert client.post(URL, json=infer_body(ROW), headers={"X-API-Key": key}).status_code == 200
+    gw.audit._conn.execute("PRAGMA busy_timeout = 50")  # the default waits 30 s for the lock
+    other = sqlite3.connect(gw.config.audit_path, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")  # another writer holds the log
+    try:
+        r = client.post(URL, json=infer_body(ROW), headers={"X-API-Key": key})
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert r.status_code == 503 and "audit log unavailable" in r.json()["error"] and "outputs" not in r.json()
+    assert r.headers["Retry-After"] == "5"
+    assert client.post(URL, json=infer_body(ROW), headers={"X-API-Key": key}).status_code == 200
+    assert len(gw.audit.records()) == 2 and gw.audit.verify().ok
+
+
+def test_a_bug_still_answers_one_json_line(tmp_path: Path, iris) -> None:  # type: ignore[no-untyped-def]
+    class Broken:
+        schema = iris.schema
+
+        def predict(self, X: Any) -> Any:
+            raise RuntimeError("boom")
+
+    app = make_app(tmp_path, target=Broken())
+    key = app.state.gateway.keys.create("acme", "raw")
+    r = TestClient(app, raise_server_exceptions=False).post(URL, json=infer_body(ROW), headers={"X-API-Key": key})
+    assert r.status_code == 500 and r.json() == {"error": "internal error (RuntimeError); the request was not served"}
 
 
 def test_on_storage_error_is_validated() -> None:

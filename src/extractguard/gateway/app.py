@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -189,6 +190,12 @@ def create_app(config: GatewayConfig, target: Target | None = None, owner_data: 
     app = FastAPI(title="ExtractGuard gateway", version=__version__, docs_url=None, redoc_url=None,
                   openapi_url=None, lifespan=lifespan)
     app.state.gateway = gw
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        """A bug still answers in the gateway's format (JSON, one line), never a bare text 500."""
+        log.error("internal error", exc_info=exc, extra={"fields": {"event": "error", "path": request.url.path}})
+        return _error(500, f"internal error ({type(exc).__name__}); the request was not served")
     app.openapi = lambda: build_openapi(app, gw.model_name)  # type: ignore[method-assign]
     m = gw.metrics
     m.ready.set(1)
@@ -372,8 +379,13 @@ def create_app(config: GatewayConfig, target: Target | None = None, owner_data: 
         out = encode_response(answer, name, request_id)
 
         if gw.audit is not None:
-            gw.audit.append(account=account.account, key_id=account.key_id, tier=tier.name, model=name,
-                            client_ip=ip, X=X, output=out["outputs"], request_id=rid)
+            try:
+                gw.audit.append(account=account.account, key_id=account.key_id, tier=tier.name, model=name,
+                                client_ip=ip, X=X, output=out["outputs"], request_id=rid)
+            except sqlite3.Error as exc:  # locked past its timeout, disk full: no record, no answer
+                log.error("audit log unavailable", extra={"fields": {**ctx, "detail": str(exc)}})
+                return refuse(503, "audit_unavailable", f"audit log unavailable ({exc}); the answer was not sent, retry after "
+                              f"{STORAGE_RETRY_AFTER} s", tier.name, n, headers={"Retry-After": str(STORAGE_RETRY_AFTER)})
         elapsed = time.perf_counter() - t0
         m.requests.labels(name, tier.name, "200").inc()
         m.rows.labels(name, tier.name).inc(n)

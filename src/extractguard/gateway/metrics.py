@@ -35,7 +35,7 @@ class GatewayMetrics:
         self.refusals = Counter(
             "extractguard_refusals_total",
             "Requests refused before the model, by reason (unauthenticated=401, forbidden=403, "
-            "rate_limited=429, invalid=400/404/413/415, storage_unavailable=503).",
+            "rate_limited=429, invalid=400/404/413/415, storage_unavailable=503, audit_unavailable=503).",
             ["reason"], registry=r,
         )
         self.latency = Histogram(

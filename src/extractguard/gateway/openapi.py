@@ -113,9 +113,9 @@ INFER_ERRORS: dict[int | str, dict[str, Any]] = {
     413: _error("Body larger than max_body_bytes, or more rows than the tier allows per request."),
     428: _error("Detection challenge: solve the proof of work and resend."),
     429: _error("A rate limit, quota or spend cap is reached; see Retry-After."),
-    500: _error("The model failed on valid input."),
+    500: _error("The model failed on valid input, or an internal error."),
     502: _error("The upstream inference server failed."),
-    503: _error("Rate-limit storage unreachable and on_storage_error is fail_closed; see Retry-After."),
+    503: _error("Rate-limit storage unreachable (on_storage_error: fail_closed) or audit log unwritable; see Retry-After."),
 }
 
 
