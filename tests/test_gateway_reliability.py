@@ -211,6 +211,43 @@ def test_a_bug_still_answers_one_json_line(tmp_path: Path, iris) -> None:  # typ
     assert r.status_code == 500 and r.json() == {"error": "internal error (RuntimeError); the request was not served"}
 
 
+def test_redis_limits_check_and_charge_atomically_across_replicas(tmp_path: Path, redis_proc) -> None:  # type: ignore[no-untyped-def]
+    """Two limiters on one Redis (two replicas) racing from 8 threads: exactly the limit is admitted,
+    and a batch refused by one limit leaves every other limit uncharged."""
+    from extractguard.gateway import RateLimits, parse_config
+
+    cfg = parse_config({"model": {"victim": "iris-logreg"}, "state_dir": str(tmp_path), "storage": redis_proc.url,
+                        "tiers": {"t": {"limits": ["40/hour"], "quota": "1000/month"}}, "global_limits": ["100000/day"]})
+    replicas = [RateLimits(cfg), RateLimits(cfg)]
+    admitted: list[int] = []
+    lock = threading.Lock()
+
+    def client(i: int) -> None:
+        for j in range(15):
+            rows = 1 + (i + j) % 3
+            if replicas[i % 2].charge("k", "acme", "t", "127.0.0.1", rows) is None:
+                with lock:
+                    admitted.append(rows)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert 38 <= sum(admitted) <= 40  # batches of 1-3 rows: at most 2 rows of headroom left unusable
+    # Nothing was charged for the refused batches: the counters hold exactly the admitted rows.
+    assert replicas[0].remaining("k", "acme", "t") == {"40/hour": 40 - sum(admitted), "1000/month": 1000 - sum(admitted)}
+    # A batch the quota refuses does not spend the key's own limit (the quota binds first here).
+    cfg2 = parse_config({"model": {"victim": "iris-logreg"}, "state_dir": str(tmp_path), "storage": redis_proc.url,
+                         "tiers": {"q": {"limits": ["10/hour"], "quota": "12/month"}}})
+    lim = RateLimits(cfg2)
+    assert lim.charge("k1", "acct", "q", "ip", 10) is None
+    refusal = lim.charge("k2", "acct", "q", "ip", 5)
+    assert refusal is not None and refusal.scope == "quota"
+    assert lim.remaining("k2", "acct", "q") == {"10/hour": 10, "12/month": 2}
+    assert lim.charge("k2", "acct", "q", "ip", 2) is None
+
+
 def test_on_storage_error_is_validated() -> None:
     from extractguard.errors import ConfigurationError
     from extractguard.gateway import parse_config

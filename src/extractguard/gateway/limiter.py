@@ -6,9 +6,9 @@ spends exactly what 100 single-row requests spend.
 
 Limits are checked first and charged only when all of them pass, so a refused request costs
 nothing (a caller who overshoots a monthly quota by one batch does not lose the rest of it).
-On SQLite the check and the charge are one transaction.  On Redis another replica may spend the
-same headroom between them; the charge still reports it and the request is refused, so at worst a
-concurrent burst is refused slightly early.
+The check and the charge are one atomic step: one transaction on SQLite, one Lua script on Redis
+(so replicas sharing a Redis can neither overspend a limit nor charge a refused batch).  On the
+memory storage (one process, tests) they are two steps.
 
 When the storage cannot be reached (Redis down, SQLite locked past its timeout) :meth:`charge`
 raises :class:`LimitsUnavailable`; the gateway then follows ``on_storage_error``: ``fail_closed``
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from limits import RateLimitItem, parse
 from limits.errors import StorageError
-from limits.storage import Storage, storage_from_string
+from limits.storage import RedisStorage, Storage, storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 
 from extractguard.errors import ConfigurationError, ExtractGuardError
@@ -48,6 +48,27 @@ class LimitsUnavailable(ExtractGuardError):
 
 # A Redis that hangs (rather than refusing connections) must not hang every request with it.
 _REDIS_OPTIONS: dict[str, float | str | bool] = {"socket_timeout": 2.0, "socket_connect_timeout": 2.0}
+
+
+# Check every limit, then charge every limit, in one atomic Redis step.  KEYS are the counters
+# (limits' own key names, so its window stats still read them); ARGV = cost, then limit and
+# expiry per key.  Returns 0 when charged, else the 1-based index of the first limit that would
+# be exceeded (nothing charged).  The expiry rule is limits' fixed window: set on creation.
+_CHECK_AND_CHARGE = """
+local cost = tonumber(ARGV[1])
+for i = 1, #KEYS do
+    local current = tonumber(redis.call("get", KEYS[i]) or "0")
+    if current + cost > tonumber(ARGV[2 * i]) then
+        return i
+    end
+end
+for i = 1, #KEYS do
+    if redis.call("incrby", KEYS[i], cost) == cost then
+        redis.call("expire", KEYS[i], ARGV[2 * i + 1])
+    end
+end
+return 0
+"""
 
 
 @dataclass(frozen=True)
@@ -79,6 +100,12 @@ class RateLimits:
         except Exception as exc:  # limits raises ConfigurationError/ImportError per backend
             raise ConfigurationError(f"cannot open rate-limit storage {config.storage_uri!r}: {exc}") from None
         self.limiter = FixedWindowRateLimiter(self.storage)
+        self._script = None
+        if isinstance(self.storage, RedisStorage):
+            # Why our own script: limits' strategies test and hit one limit at a time, so two
+            # replicas could pass the same test and overcharge, and a refusal by the second limit
+            # would leave the first one charged.  redis-py reloads the script after a Redis restart.
+            self._script = self.storage.get_connection().register_script(_CHECK_AND_CHARGE)
         self._global = [_Rule("global", parse(t), t) for t in config.global_limits]
         self._ip = [_Rule("ip", parse(t), t) for t in config.ip_limits]
         self._tier: dict[str, list[_Rule]] = {}
@@ -129,6 +156,14 @@ class RateLimits:
         rules = self._rules(key_id, account, tier, ip)
         if not rules:
             return None
+        if self._script is not None:
+            redis_storage: RedisStorage = self.storage  # type: ignore[assignment]
+            keys = [redis_storage.prefixed_key(rule.item.key_for(*ids)) for rule, ids in rules]
+            args: list[int] = [rows]
+            for rule, _ in rules:
+                args += [rule.item.amount, rule.item.get_expiry()]
+            failed = int(self._script(keys=keys, args=args))
+            return None if failed == 0 else self._refusal(*rules[failed - 1], rows)
         atomic = getattr(self.storage, "atomic", None)
         if atomic is not None:
             # Our SQLite storage: charge every limit in one transaction and roll it back if any
