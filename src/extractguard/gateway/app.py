@@ -329,7 +329,8 @@ def create_app(config: GatewayConfig, target: Target | None = None, owner_data: 
             except Exception as exc:  # the throttle counts on the same storage as the limits
                 if not isinstance(exc, gw.limits.storage_errors()):
                     raise
-                sanction, down = None, storage_down(LimitsUnavailable(f"rate-limit storage unavailable ({type(exc).__name__})"), tier.name, n)
+                unavailable = LimitsUnavailable(f"rate-limit storage unavailable ({type(exc).__name__})")
+                sanction, down = None, storage_down(unavailable, tier.name, n)
                 if down is not None:
                     return down
             if sanction is not None:
