@@ -145,12 +145,13 @@ def test_unknown_model_and_tier_restrictions(tmp_path: Path, iris) -> None:  # t
 
 
 def test_oip_metadata_and_health(gw) -> None:  # type: ignore[no-untyped-def]
-    client, _, _, _ = gw
+    client, _, _, keys = gw
     assert client.get("/v2/health/live").json() == {"live": True}
     assert client.get("/v2/health/ready").json() == {"ready": True}
-    meta = client.get("/v2/models/iris").json()
+    meta = client.get("/v2/models/iris", headers=_auth(keys["free"])).json()
     assert meta["name"] == "iris" and meta["inputs"][0]["shape"] == [-1, 4]
-    assert client.get("/v2/models/other").status_code == 404
+    assert client.get("/v2/models/other", headers=_auth(keys["free"])).status_code == 404
+    assert client.get("/v2/models/iris").status_code == 401  # metadata needs a key too
 
 
 def _metric_lines(text: str) -> list[tuple[str, dict[str, str]]]:

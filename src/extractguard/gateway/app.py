@@ -7,14 +7,20 @@ nothing invalid ever reaches the model):
 2. body size (413), JSON (400), tensor name/shape/dtype/NaN (400), rows per request (413);
 3. rate limits, quota and spend cap charged per input row (429 + Retry-After);
 4. model -> defense chain -> keyed watermark (if the tier has one) -> the tier's output mode;
-5. watermark record (marked and control rows only), audit record (hash chain), metrics, one JSON log line.
+5. watermark record (marked and control rows only), audit record (hash chain, committed before
+   the response is sent), metrics, one JSON log line.
+
+Every infer response carries an ``X-Request-ID``; a served request's id is in its audit record.
+Only health and metrics answer without a valid API key.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
+import sqlite3
 import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -32,9 +38,11 @@ from extractguard.gateway.backend import UpstreamError, UpstreamTarget, build_ba
 from extractguard.gateway.config import GatewayConfig, TierConfig
 from extractguard.gateway.detection import GatewayDetection
 from extractguard.gateway.keys import Account, KeyStore
-from extractguard.gateway.limiter import RateLimits
+from extractguard.gateway.limiter import LimitsUnavailable, RateLimits
 from extractguard.gateway.logs import get_logger
 from extractguard.gateway.metrics import GatewayMetrics
+from extractguard.gateway.openapi import (AUTH_ERRORS, INFER_ERRORS, MODEL_ERRORS, REQUEST_ID_HEADER, InferenceResponse, Live,
+                                          ModelMetadata, ModelReady, Ready, ServerMetadata, build_openapi)
 from extractguard.oracle.answer import Answer, OutputSpec
 from extractguard.oracle.oip import decode_request, encode_response
 from extractguard.oracle.targets import Target
@@ -113,6 +121,10 @@ class Gateway:
             close_storage()
 
 
+#: Retry-After (seconds) of a 503 while the rate-limit storage is unreachable.
+STORAGE_RETRY_AFTER = 5
+
+
 def _error(status: int, message: str, headers: dict[str, str] | None = None, body: dict[str, Any] | None = None) -> JSONResponse:
     return JSONResponse({"error": message, **(body or {})}, status_code=status, headers=headers)
 
@@ -178,24 +190,38 @@ def create_app(config: GatewayConfig, target: Target | None = None, owner_data: 
     app = FastAPI(title="ExtractGuard gateway", version=__version__, docs_url=None, redoc_url=None,
                   openapi_url=None, lifespan=lifespan)
     app.state.gateway = gw
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        """A bug still answers in the gateway's format (JSON, one line), never a bare text 500."""
+        log.error("internal error", exc_info=exc, extra={"fields": {"event": "error", "path": request.url.path}})
+        return _error(500, f"internal error ({type(exc).__name__}); the request was not served")
+    app.openapi = lambda: build_openapi(app, gw.model_name)  # type: ignore[method-assign]
     m = gw.metrics
     m.ready.set(1)
     name = gw.model_name
     schema = gw.target.schema
 
-    @app.get("/v2/health/live")
+    def unauthenticated() -> Response:
+        m.refusals.labels("unauthenticated").inc()
+        return _error(401, "missing, unknown or revoked API key; send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'",
+                      headers={"WWW-Authenticate": "Bearer"})
+
+    @app.get("/v2/health/live", response_model=Live)
     async def live() -> dict[str, bool]:
         return {"live": True}
 
-    @app.get("/v2/health/ready")
+    @app.get("/v2/health/ready", response_model=Ready, responses={503: {"model": Ready, "description": "Storage unreachable."}})
     async def ready() -> Response:
         ok = gw.limits.storage.check()
         m.ready.set(1 if ok else 0)
         return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
 
-    @app.get("/v2")
-    async def server_metadata() -> dict[str, Any]:
-        return {"name": "extractguard-gateway", "version": __version__, "extensions": []}
+    @app.get("/v2", response_model=ServerMetadata, responses=AUTH_ERRORS)
+    async def server_metadata(request: Request) -> Response:
+        if gw.authenticate(request) is None:
+            return unauthenticated()
+        return JSONResponse({"name": "extractguard-gateway", "version": __version__, "extensions": []})
 
     def _metadata() -> dict[str, Any]:
         return {
@@ -209,29 +235,41 @@ def create_app(config: GatewayConfig, target: Target | None = None, owner_data: 
             ],
         }
 
-    @app.get("/v2/models/{model}")
-    async def model_metadata(model: str) -> Response:
+    @app.get("/v2/models/{model}", response_model=ModelMetadata, responses=MODEL_ERRORS)
+    async def model_metadata(model: str, request: Request) -> Response:
+        if gw.authenticate(request) is None:
+            return unauthenticated()
         if model != name:
             return _error(404, f"unknown model {model!r}")
         return JSONResponse(_metadata())
 
-    @app.get("/v2/models/{model}/ready")
-    async def model_ready(model: str) -> Response:
+    @app.get("/v2/models/{model}/ready", response_model=ModelReady, responses=MODEL_ERRORS)
+    async def model_ready(model: str, request: Request) -> Response:
+        if gw.authenticate(request) is None:
+            return unauthenticated()
         if model != name:
             return _error(404, f"unknown model {model!r}")
         return JSONResponse({"name": name, "ready": True})
 
-    @app.get("/metrics")
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi(request: Request) -> Response:
+        if gw.authenticate(request) is None:
+            return unauthenticated()
+        return JSONResponse(app.openapi())
+
+    @app.get("/metrics", response_class=Response,
+             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text format."}})
     async def metrics() -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
         return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/v2/models/{model}/infer")
+    @app.post("/v2/models/{model}/infer", response_model=InferenceResponse, responses=INFER_ERRORS)
     async def infer(model: str, request: Request) -> Response:
         t0 = time.perf_counter()
         ip = gw.client_ip(request)
-        ctx: dict[str, Any] = {"event": "infer", "model": model, "client_ip": ip}
+        rid = uuid.uuid4().hex  # ours, never the client's: it identifies the audit record
+        ctx: dict[str, Any] = {"event": "infer", "model": model, "client_ip": ip, "request_id": rid}
 
         def refuse(status: int, reason: str, message: str, tier: str = "none", rows: int = 0,
                    headers: dict[str, str] | None = None, body: dict[str, Any] | None = None) -> Response:
@@ -240,7 +278,18 @@ def create_app(config: GatewayConfig, target: Target | None = None, owner_data: 
             if rows and reason == "rate_limited":
                 m.refused_rows.labels(name, tier, reason).inc(rows)
             log.warning("refused", extra={"fields": {**ctx, "status": status, "reason": reason, "detail": message, "rows": rows}})
-            return _error(status, message, headers, body)
+            return _error(status, message, {**(headers or {}), REQUEST_ID_HEADER: rid}, body)
+
+        def storage_down(exc: LimitsUnavailable, tier: str, rows: int) -> Response | None:
+            """The configured policy when limits cannot be counted: 503 (fail_closed) or serve (fail_open)."""
+            policy = config.on_storage_error
+            m.storage_errors.labels(policy).inc()
+            if policy == "fail_open":
+                log.error("rate-limit storage unavailable; serving uncounted (fail_open)",
+                          extra={"fields": {**ctx, "detail": str(exc)}})
+                return None
+            return refuse(503, "storage_unavailable", f"{exc}; the request was not served, retry after {STORAGE_RETRY_AFTER} s",
+                          tier, rows, headers={"Retry-After": str(STORAGE_RETRY_AFTER)})
 
         account = gw.authenticate(request)
         if account is None:
@@ -262,6 +311,8 @@ def create_app(config: GatewayConfig, target: Target | None = None, owner_data: 
             body = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
             return refuse(400, "invalid", f"malformed JSON: {exc}", tier.name)
+        except RecursionError:  # "[[[[..." deeper than the parser's stack
+            return refuse(400, "invalid", "malformed JSON: nested too deeply", tier.name)
         try:
             X = decode_request(body, schema.n_features, max_rows=None)
             if X.shape[0] > tier.max_rows:
@@ -273,13 +324,26 @@ def create_app(config: GatewayConfig, target: Target | None = None, owner_data: 
         ctx["rows"] = n
 
         if gw.detection is not None:  # a sanctioned account: suspended, challenged or throttled
-            sanction = gw.detection.admit(account.account, tier.name, n, request.headers, gw.limits.limiter)
+            try:
+                sanction = gw.detection.admit(account.account, tier.name, n, request.headers, gw.limits.limiter)
+            except Exception as exc:  # the throttle counts on the same storage as the limits
+                if not isinstance(exc, gw.limits.storage_errors()):
+                    raise
+                unavailable = LimitsUnavailable(f"rate-limit storage unavailable ({type(exc).__name__})")
+                sanction, down = None, storage_down(unavailable, tier.name, n)
+                if down is not None:
+                    return down
             if sanction is not None:
                 return refuse(sanction.status, sanction.reason, sanction.message, tier.name, n,
                               headers={"Retry-After": str(sanction.retry_after)} if sanction.retry_after else None,
                               body=sanction.body)
 
-        refusal = gw.limits.charge(account.key_id, account.account, tier.name, ip, n)
+        try:
+            refusal = gw.limits.charge(account.key_id, account.account, tier.name, ip, n)
+        except LimitsUnavailable as exc:
+            refusal, down = None, storage_down(exc, tier.name, n)
+            if down is not None:
+                return down
         if refusal is not None:
             msg = f"{refusal.scope} limit {refusal.limit} reached; {n} rows requested; retry after {refusal.retry_after} s"
             return refuse(429, "rate_limited", msg, tier.name, n, headers={"Retry-After": str(refusal.retry_after)})
@@ -316,13 +380,18 @@ def create_app(config: GatewayConfig, target: Target | None = None, owner_data: 
         out = encode_response(answer, name, request_id)
 
         if gw.audit is not None:
-            gw.audit.append(account=account.account, key_id=account.key_id, tier=tier.name, model=name,
-                            client_ip=ip, X=X, output=out["outputs"])
+            try:
+                gw.audit.append(account=account.account, key_id=account.key_id, tier=tier.name, model=name,
+                                client_ip=ip, X=X, output=out["outputs"], request_id=rid)
+            except sqlite3.Error as exc:  # locked past its timeout, disk full: no record, no answer
+                log.error("audit log unavailable", extra={"fields": {**ctx, "detail": str(exc)}})
+                return refuse(503, "audit_unavailable", f"audit log unavailable ({exc}); the answer was not sent, retry after "
+                              f"{STORAGE_RETRY_AFTER} s", tier.name, n, headers={"Retry-After": str(STORAGE_RETRY_AFTER)})
         elapsed = time.perf_counter() - t0
         m.requests.labels(name, tier.name, "200").inc()
         m.rows.labels(name, tier.name).inc(n)
         m.latency.labels(name).observe(elapsed)
         log.info("served", extra={"fields": {**ctx, "status": 200, "output": str(tier.spec), "duration_seconds": round(elapsed, 6)}})
-        return Response(json.dumps(out, separators=(",", ":")), media_type="application/json")
+        return Response(json.dumps(out, separators=(",", ":")), media_type="application/json", headers={REQUEST_ID_HEADER: rid})
 
     return app

@@ -8,6 +8,12 @@ broken link; deleting records at the end is caught against the ``head`` row (seq
 the last record, written in the same transaction) — and, against an attacker who can rewrite the
 whole file, by anchoring the head hash elsewhere (``extractguard audit verify`` prints it).  This
 is the classic hash chain of tamper-evident logging (Schneier & Kelsey, 1999).
+
+Each served request also stores the ``X-Request-ID`` the gateway returned with it, so a client
+(or an incident review) can prove that an acknowledged answer is in the log.  It enters the hash
+only when present, so logs written before the column existed still verify.  Records are committed
+before the response is sent: a request the client saw answered survives a crash of the gateway
+process (SQLite WAL; ``synchronous=NORMAL`` loses nothing on a process crash, only on power loss).
 """
 
 from __future__ import annotations
@@ -36,7 +42,10 @@ def input_digest(X: np.ndarray) -> str:
 
 
 def record_hash(record: dict[str, Any]) -> str:
-    body = json.dumps({k: record[k] for k in _FIELDS}, sort_keys=True, separators=(",", ":"))
+    fields = {k: record[k] for k in _FIELDS}
+    if record.get("request_id") is not None:  # absent in records older than the column: same hash as before
+        fields["request_id"] = record["request_id"]
+    body = json.dumps(fields, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(body.encode("utf-8")).hexdigest()
 
 
@@ -59,6 +68,7 @@ class AuditLog:
         self._lock = threading.Lock()
         if read_only:  # verification must never change the evidence it checks
             self._conn = sqlite3.connect(f"file:{self.path.resolve()}?mode=ro", uri=True, check_same_thread=False)
+            self._columns = self._stored_columns()
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(str(self.path), timeout=30, check_same_thread=False, isolation_level=None)
@@ -70,6 +80,16 @@ class AuditLog:
             "output TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL)"
         )
         self._conn.execute("CREATE TABLE IF NOT EXISTS head (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER, hash TEXT)")
+        if "request_id" not in self._stored_columns():  # a log from before request ids: add the column
+            try:
+                self._conn.execute("ALTER TABLE audit ADD COLUMN request_id TEXT")
+            except sqlite3.OperationalError:  # another replica added it first
+                pass
+        self._columns = self._stored_columns()
+
+    def _stored_columns(self) -> tuple[str, ...]:
+        names = {row[1] for row in self._conn.execute("PRAGMA table_info(audit)")}
+        return (*_FIELDS, "hash", *(("request_id",) if "request_id" in names else ()))
 
     def append(
         self,
@@ -82,8 +102,9 @@ class AuditLog:
         X: np.ndarray,
         output: dict[str, Any] | list[Any],
         ts: float | None = None,
+        request_id: str | None = None,
     ) -> str:
-        """Add one record; returns its hash."""
+        """Add one record (committed when this returns); returns its hash."""
         rec: dict[str, Any] = {
             "ts": round(time.time() if ts is None else ts, 6),
             "account": account,
@@ -94,6 +115,7 @@ class AuditLog:
             "n_rows": int(X.shape[0]),
             "input_sha256": input_digest(X),
             "output": json.dumps(output, separators=(",", ":")),
+            "request_id": request_id,
         }
         with self._lock:
             c = self._conn
@@ -103,8 +125,8 @@ class AuditLog:
                 rec["seq"], rec["prev_hash"] = (1, GENESIS) if head is None else (head[0] + 1, head[1])
                 rec["hash"] = h = record_hash(rec)
                 c.execute(
-                    f"INSERT INTO audit ({', '.join(_FIELDS)}, hash) VALUES ({', '.join('?' * (len(_FIELDS) + 1))})",
-                    [rec[k] for k in _FIELDS] + [h],
+                    f"INSERT INTO audit ({', '.join(_FIELDS)}, hash, request_id) VALUES ({', '.join('?' * (len(_FIELDS) + 2))})",
+                    [rec[k] for k in _FIELDS] + [h, request_id],
                 )
                 c.execute("INSERT OR REPLACE INTO head (id, seq, hash) VALUES (1, ?, ?)", (rec["seq"], h))
                 c.execute("COMMIT")
@@ -115,8 +137,8 @@ class AuditLog:
 
     def records(self) -> list[dict[str, Any]]:
         with self._lock:
-            cur = self._conn.execute(f"SELECT {', '.join(_FIELDS)}, hash FROM audit ORDER BY seq")
-            return [dict(zip((*_FIELDS, "hash"), row)) for row in cur.fetchall()]
+            cur = self._conn.execute(f"SELECT {', '.join(self._columns)} FROM audit ORDER BY seq")
+            return [dict(zip(self._columns, row)) for row in cur.fetchall()]
 
     def verify(self) -> VerifyResult:
         """Walk the chain; report the first edited, deleted or reordered record."""

@@ -144,6 +144,10 @@ class GatewayConfig(_Strict):
     storage: Optional[str] = Field(
         None, description="Rate-limit state: memory://, sqlite:///path.db (default: state_dir/limits.db), redis://host:port/db."
     )
+    on_storage_error: Literal["fail_closed", "fail_open"] = Field(
+        "fail_closed",
+        description="When the rate-limit storage is unreachable: refuse with 503 (fail_closed) or serve uncounted (fail_open).",
+    )
     keys_db: Optional[Path] = Field(None, description="API-key database (default: state_dir/keys.db).")
     audit_db: Optional[Path] = Field(None, description="Audit log (default: state_dir/audit.db).")
     audit_enabled: bool = True

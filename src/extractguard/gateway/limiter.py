@@ -6,9 +6,15 @@ spends exactly what 100 single-row requests spend.
 
 Limits are checked first and charged only when all of them pass, so a refused request costs
 nothing (a caller who overshoots a monthly quota by one batch does not lose the rest of it).
-On SQLite the check and the charge are one transaction.  On Redis another replica may spend the
-same headroom between them; the charge still reports it and the request is refused, so at worst a
-concurrent burst is refused slightly early.
+The check and the charge are one atomic step: one transaction on SQLite, one Lua script on Redis
+(so replicas sharing a Redis can neither overspend a limit nor charge a refused batch).  On the
+memory storage (one process, tests) they are two steps.
+
+When the storage cannot be reached (Redis down, SQLite locked past its timeout) :meth:`charge`
+raises :class:`LimitsUnavailable`; the gateway then follows ``on_storage_error``: ``fail_closed``
+(the default: 503 + Retry-After, nothing reaches the model uncounted) or ``fail_open`` (serve
+uncounted).  The Redis client reconnects by itself on the next command, so the gateway recovers
+without a restart when the storage returns.
 """
 
 from __future__ import annotations
@@ -18,10 +24,11 @@ import time
 from dataclasses import dataclass
 
 from limits import RateLimitItem, parse
-from limits.storage import Storage, storage_from_string
+from limits.errors import StorageError
+from limits.storage import RedisStorage, Storage, storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 
-from extractguard.errors import ConfigurationError
+from extractguard.errors import ConfigurationError, ExtractGuardError
 from extractguard.gateway import storage as _sqlite_storage  # noqa: F401  (registers sqlite://)
 from extractguard.gateway.config import GatewayConfig
 
@@ -33,6 +40,35 @@ class Refusal:
     scope: str  # "key", "ip", "global", "quota", "spend"
     limit: str
     retry_after: int
+
+
+class LimitsUnavailable(ExtractGuardError):
+    """The rate-limit storage did not answer, so nothing could be counted."""
+
+
+# A Redis that hangs (rather than refusing connections) must not hang every request with it.
+_REDIS_OPTIONS: dict[str, float | str | bool] = {"socket_timeout": 2.0, "socket_connect_timeout": 2.0}
+
+
+# Check every limit, then charge every limit, in one atomic Redis step.  KEYS are the counters
+# (limits' own key names, so its window stats still read them); ARGV = cost, then limit and
+# expiry per key.  Returns 0 when charged, else the 1-based index of the first limit that would
+# be exceeded (nothing charged).  The expiry rule is limits' fixed window: set on creation.
+_CHECK_AND_CHARGE = """
+local cost = tonumber(ARGV[1])
+for i = 1, #KEYS do
+    local current = tonumber(redis.call("get", KEYS[i]) or "0")
+    if current + cost > tonumber(ARGV[2 * i]) then
+        return i
+    end
+end
+for i = 1, #KEYS do
+    if redis.call("incrby", KEYS[i], cost) == cost then
+        redis.call("expire", KEYS[i], ARGV[2 * i + 1])
+    end
+end
+return 0
+"""
 
 
 @dataclass(frozen=True)
@@ -55,11 +91,21 @@ class RateLimits:
     """Every limit of a gateway, on one ``limits`` storage chosen by URI."""
 
     def __init__(self, config: GatewayConfig, storage: Storage | None = None) -> None:
+        uri = config.storage_uri
+        options = _REDIS_OPTIONS if uri.startswith(("redis://", "rediss://")) and "timeout" not in uri else {}
         try:
-            self.storage = storage or storage_from_string(config.storage_uri)
+            # wrap_exceptions: every backend's own errors (redis.ConnectionError, sqlite3.Error)
+            # arrive as limits' StorageError, so one except clause covers them all.
+            self.storage = storage or storage_from_string(uri, wrap_exceptions=True, **options)
         except Exception as exc:  # limits raises ConfigurationError/ImportError per backend
             raise ConfigurationError(f"cannot open rate-limit storage {config.storage_uri!r}: {exc}") from None
         self.limiter = FixedWindowRateLimiter(self.storage)
+        self._script = None
+        if isinstance(self.storage, RedisStorage):
+            # Why our own script: limits' strategies test and hit one limit at a time, so two
+            # replicas could pass the same test and overcharge, and a refusal by the second limit
+            # would leave the first one charged.  redis-py reloads the script after a Redis restart.
+            self._script = self.storage.get_connection().register_script(_CHECK_AND_CHARGE)
         self._global = [_Rule("global", parse(t), t) for t in config.global_limits]
         self._ip = [_Rule("ip", parse(t), t) for t in config.ip_limits]
         self._tier: dict[str, list[_Rule]] = {}
@@ -90,10 +136,34 @@ class RateLimits:
         return Refusal(rule.scope, rule.text, max(1, math.ceil(reset - time.time())))
 
     def charge(self, key_id: str, account: str, tier: str, ip: str, rows: int) -> Refusal | None:
-        """Charge ``rows`` to every applicable limit, or refuse (charging nothing) and say why."""
+        """Charge ``rows`` to every applicable limit, or refuse (charging nothing) and say why.
+
+        Raises :class:`LimitsUnavailable` when the storage fails.
+        """
+        try:
+            return self._charge(key_id, account, tier, ip, rows)
+        except StorageError as exc:
+            raise LimitsUnavailable(f"rate-limit storage unavailable ({type(exc.storage_error).__name__})") from exc
+        except self.storage_errors() as exc:  # raised outside the wrapped methods (SQLite's atomic())
+            raise LimitsUnavailable(f"rate-limit storage unavailable ({type(exc).__name__})") from exc
+
+    def storage_errors(self) -> tuple[type[Exception], ...]:
+        """Exceptions meaning "the storage did not answer" (for other users of :attr:`limiter`)."""
+        base = self.storage.base_exceptions
+        return (StorageError, *(base if isinstance(base, tuple) else (base,)))
+
+    def _charge(self, key_id: str, account: str, tier: str, ip: str, rows: int) -> Refusal | None:
         rules = self._rules(key_id, account, tier, ip)
         if not rules:
             return None
+        if self._script is not None:
+            redis_storage: RedisStorage = self.storage  # type: ignore[assignment]
+            keys = [redis_storage.prefixed_key(rule.item.key_for(*ids)) for rule, ids in rules]
+            args: list[int] = [rows]
+            for rule, _ in rules:
+                args += [rule.item.amount, rule.item.get_expiry()]
+            failed = int(self._script(keys=keys, args=args))
+            return None if failed == 0 else self._refusal(*rules[failed - 1], rows)
         atomic = getattr(self.storage, "atomic", None)
         if atomic is not None:
             # Our SQLite storage: charge every limit in one transaction and roll it back if any

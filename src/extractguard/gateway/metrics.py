@@ -35,7 +35,7 @@ class GatewayMetrics:
         self.refusals = Counter(
             "extractguard_refusals_total",
             "Requests refused before the model, by reason (unauthenticated=401, forbidden=403, "
-            "rate_limited=429, invalid=400/404/413/415).",
+            "rate_limited=429, invalid=400/404/413/415, storage_unavailable=503, audit_unavailable=503).",
             ["reason"], registry=r,
         )
         self.latency = Histogram(
@@ -55,5 +55,10 @@ class GatewayMetrics:
         self.detection_actions = Counter(
             "extractguard_detection_actions_total", "Accounts escalated by extraction detection, by action (reason).",
             ["tier", "reason"], registry=r,
+        )
+        self.storage_errors = Counter(
+            "extractguard_storage_errors_total",
+            "Requests that found the rate-limit storage unreachable, by the policy applied (fail_closed=503, fail_open=served).",
+            ["reason"], registry=r,
         )
         self.ready = Gauge("extractguard_ready", "1 when the model is loaded and state storage answers.", registry=r)

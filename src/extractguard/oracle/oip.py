@@ -96,7 +96,10 @@ def decode_request(body: Any, n_features: int, max_rows: int | None = None) -> n
         isinstance(v, (int, float)) and not isinstance(v, bool) for v in flat
     ):
         raise InputValidationError("'data' must contain only numbers")
-    arr = np.asarray(flat, dtype=np.float64).reshape(n, width)
+    try:
+        arr = np.asarray(flat, dtype=np.float64).reshape(n, width)
+    except OverflowError:  # an integer literal beyond float64 (JSON allows any length)
+        raise InputValidationError("'data' contains a number too large for float64") from None
     if not np.all(np.isfinite(arr)):
         raise InputValidationError("'data' contains NaN or infinite values")
     return arr
