@@ -201,7 +201,7 @@ def render(dashboard: dict[str, Any], prometheus_url: str, variables: dict[str, 
               "panels": panel_queries(dashboard, dashboard_variables(dashboard, variables))}
     data = json.dumps(config).replace("</", "<\\/")  # nothing in the JSON can close the script tag
     title = html.escape(str(dashboard.get("title", "dashboard")))
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{title} (preview)</title>"
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{title} (preview)</title><link rel='icon' href='data:,'>"
             f"<style>{_STYLE}</style></head><body><h1>{title} <small>preview, not Grafana</small></h1>"
             f"<div id='grid'></div><script type='application/json' id='config'>{data}</script>"
             f"<script>{_SCRIPT}</script></body></html>")

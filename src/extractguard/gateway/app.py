@@ -182,6 +182,7 @@ def create_app(config: GatewayConfig, target: Target | None = None, owner_data: 
     m.ready.set(1)
     name = gw.model_name
     schema = gw.target.schema
+    m.upstream_errors.labels(name)  # exported as 0 from the start, so an alert's rate() sees the first error
 
     @app.get("/v2/health/live")
     async def live() -> dict[str, bool]:
