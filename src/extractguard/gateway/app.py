@@ -182,7 +182,11 @@ def create_app(config: GatewayConfig, target: Target | None = None, owner_data: 
     m.ready.set(1)
     name = gw.model_name
     schema = gw.target.schema
-    m.upstream_errors.labels(name)  # exported as 0 from the start, so an alert's rate() sees the first error
+    # Counters exported as 0 from the start, so rate()/increase() in alerts see the first event.
+    m.upstream_errors.labels(name)
+    for detect_tier in gw.detection.tiers if gw.detection is not None else ():
+        for action in ("flag", "throttle", "challenge", "suspend"):
+            m.detection_actions.labels(detect_tier, action)
 
     @app.get("/v2/health/live")
     async def live() -> dict[str, bool]:
