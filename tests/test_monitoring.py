@@ -398,3 +398,59 @@ def test_dashboard_preview_renders_in_chromium(name: str, prometheus: Prometheus
             page.set_viewport_size({"width": 1400, "height": 900})
             page.screenshot(path=str(Path(shots) / f"{name}.png"), full_page=True)
         assert errors == [], errors
+
+
+# -- the metrics behind the assets: switch, cap, batch histogram ---------------------------------
+def _small_gateway(tmp_path: Path, **metrics: Any):  # type: ignore[no-untyped-def]
+    from fastapi.testclient import TestClient
+
+    from gateway_helpers import iris_target, make_app
+
+    app = make_app(tmp_path, target=iris_target(), metrics=metrics)
+    ks = app.state.gateway.keys
+    keys = [ks.create(f"acct-{i}", "raw") for i in range(3)]
+    client = TestClient(app)
+    rows = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]])
+    for k in keys:
+        assert client.post("/v2/models/iris/infer", json=infer_body(rows), headers={"Authorization": f"Bearer {k}"}).status_code == 200
+    return client.get("/metrics").text
+
+
+def test_per_account_series_can_be_switched_off_and_are_capped(tmp_path: Path) -> None:
+    off = _small_gateway(tmp_path / "off", per_account=False)
+    assert "account=" not in off and "extractguard_rows_served_total" in off
+    capped = _small_gateway(tmp_path / "cap", max_accounts=2)
+    accounts = set(re.findall(r'extractguard_account_rows_total\{account="([^"]+)"\} (\S+)', capped))
+    assert accounts == {("acct-0", "2.0"), ("acct-1", "2.0"), ("_other", "2.0")}
+    assert "extractguard_metrics_accounts 2.0" in capped
+
+
+def test_metrics_config_is_validated() -> None:
+    from extractguard.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="metrics.max_accounts"):
+        parse_config({"model": {"victim": "iris-logreg"}, "metrics": {"max_accounts": 0}})
+    with pytest.raises(ConfigurationError, match="metrics.per_acount"):
+        parse_config({"model": {"victim": "iris-logreg"}, "metrics": {"per_acount": False}})
+
+
+def test_batch_histogram_matches_prometheus_client_histogram() -> None:
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    from extractguard.gateway.metrics import CONFIDENCE_BUCKETS, BatchHistogram
+
+    values = np.random.default_rng(0).uniform(0.1, 1.0, size=500)
+    values[:5] = [0.5, 0.9, 1.0, 0.2, 0.99]  # exactly on bucket edges: le is inclusive
+    ours, ref = CollectorRegistry(), CollectorRegistry()
+    BatchHistogram("x_ratio", "doc", ("tier",), CONFIDENCE_BUCKETS, ours).observe_many(("a",), values)
+    h = Histogram("x_ratio", "doc", ["tier"], buckets=CONFIDENCE_BUCKETS, registry=ref).labels("a")
+    for v in values:
+        h.observe(float(v))
+
+    def samples(reg: CollectorRegistry) -> dict[tuple[str, str], float]:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        return {(s.name, s.labels.get("le", "")): round(s.value, 9) for f in text_string_to_metric_families(generate_latest(reg).decode())
+                for s in f.samples if not s.name.endswith("_created")}
+
+    assert samples(ours) == samples(ref)
