@@ -11,8 +11,11 @@ can read /metrics and would grow without bound; per-request detail belongs in th
 
 from __future__ import annotations
 
+import bisect
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary
@@ -40,17 +43,31 @@ class BatchHistogram(Collector):
                  registry: CollectorRegistry) -> None:
         self.name, self.documentation, self.labelnames = name, documentation, labelnames
         self.bounds = np.asarray(buckets, dtype=np.float64)
+        self._bounds = [float(b) for b in buckets]
         self._series: dict[tuple[str, ...], list] = {}  # labels -> [per-bucket counts (+Inf last), sum]
         self._lock = threading.Lock()
         registry.register(self)
 
     def observe_many(self, labels: tuple[str, ...], values: np.ndarray) -> None:
         v = np.asarray(values, dtype=np.float64).ravel()
-        counts = np.bincount(np.searchsorted(self.bounds, v, side="left"), minlength=len(self.bounds) + 1)
+        small = v.size <= 16  # below this, numpy's per-call overhead costs more than a bisect per value
+        if small:
+            vs = v.tolist()
+            where = [bisect.bisect_left(self._bounds, x) for x in vs]
+            total = sum(vs)
+        else:
+            counts = np.bincount(np.searchsorted(self.bounds, v, side="left"), minlength=len(self.bounds) + 1)
+            total = float(v.sum())
         with self._lock:
-            s = self._series.setdefault(labels, [np.zeros(len(self.bounds) + 1, dtype=np.int64), 0.0])
-            s[0] += counts
-            s[1] += float(v.sum())
+            s = self._series.get(labels)
+            if s is None:
+                s = self._series[labels] = [np.zeros(len(self.bounds) + 1, dtype=np.int64), 0.0]
+            if small:
+                for i in where:
+                    s[0][i] += 1
+            else:
+                s[0] += counts
+            s[1] += total
 
     def describe(self) -> Iterator[HistogramMetricFamily]:
         yield HistogramMetricFamily(self.name, self.documentation, labels=list(self.labelnames))
@@ -66,6 +83,15 @@ class BatchHistogram(Collector):
         yield family
 
 
+@dataclass(frozen=True)
+class _Children:
+    """Label children looked up once per account or (model, tier): ``.labels()`` takes a lock and
+    builds a key on every call, and the request path touches several series per answer."""
+
+    served: tuple[Any, ...]
+    watermark: tuple[Any, ...]
+
+
 class GatewayMetrics:
     """One registry per gateway app, so several apps in one process do not collide."""
 
@@ -75,6 +101,8 @@ class GatewayMetrics:
         self._accounts: set[str] = set()
         self._accounts_lock = threading.Lock()
         self._other_risk: dict[str, float] = {}
+        self._tier_children: dict[tuple[str, str], _Children] = {}
+        self._account_children: dict[str, _Children] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
@@ -188,26 +216,50 @@ class GatewayMetrics:
             self.account_requests.labels(label, str(status)).inc()
             self.account_refusals.labels(label, reason).inc()
 
+    def _tier(self, model: str, tier: str) -> _Children:
+        c = self._tier_children.get((model, tier))
+        if c is None:
+            c = self._tier_children[(model, tier)] = _Children(
+                (self.spend.labels(model, tier),), (self.watermarked_rows.labels(model, tier), self.watermark_repeats.labels(model, tier)))
+        return c
+
+    def _account(self, label: str) -> _Children:
+        c = self._account_children.get(label)
+        if c is None:
+            c = self._account_children[label] = _Children(
+                (self.account_requests.labels(label, "200"), self.account_rows.labels(label), self.account_spend.labels(label),
+                 self.account_latency.labels(label)),
+                (self.account_watermarked_rows.labels(label), self.account_watermark_repeats.labels(label)))
+        return c
+
     def served(self, model: str, tier: str, account: str, rows: int, seconds: float, price_per_row: float,
                probabilities: np.ndarray) -> None:
         spend = rows * price_per_row
-        self.spend.labels(model, tier).inc(spend)
+        (tier_spend,) = self._tier(model, tier).served
+        if spend:
+            tier_spend.inc(spend)
         if probabilities.size:
             self.confidence.observe_many((model, tier), probabilities.max(axis=1))
         label = self.account_label(account)
         if label is not None:
-            self.account_requests.labels(label, "200").inc()
-            self.account_rows.labels(label).inc(rows)
-            self.account_spend.labels(label).inc(spend)
-            self.account_latency.labels(label).observe(seconds)
+            requests, acct_rows, acct_spend, latency = self._account(label).served
+            requests.inc()
+            acct_rows.inc(rows)
+            if spend:
+                acct_spend.inc(spend)
+            latency.observe(seconds)
 
     def watermarked(self, model: str, tier: str, account: str, marked: int, repeats: int) -> None:
-        self.watermarked_rows.labels(model, tier).inc(marked)
-        self.watermark_repeats.labels(model, tier).inc(repeats)
+        children = [self._tier(model, tier)]  # children exist (exported at 0) even before the first mark
         label = self.account_label(account)
         if label is not None:
-            self.account_watermarked_rows.labels(label).inc(marked)
-            self.account_watermark_repeats.labels(label).inc(repeats)
+            children.append(self._account(label))
+        for c in children:
+            rows, replays = c.watermark
+            if marked:
+                rows.inc(marked)
+            if repeats:
+                replays.inc(repeats)
 
     def risk(self, account: str, level: float) -> None:
         label = self.account_label(account)
