@@ -184,7 +184,7 @@ def test_metrics_follow_conventions_and_carry_no_caller_labels(gw) -> None:  # t
         if kind == "counter":
             assert family.endswith("_total") or family + "_total" in {n for n, _ in lines}, family
         if kind == "histogram":
-            assert family.endswith("_seconds"), family
+            assert family.endswith(("_seconds", "_ratio")), family
     values = {(n, tuple(sorted(lab.items()))): float(line.rsplit(" ", 1)[1])
               for (n, lab), line in zip(lines, [x for x in text.splitlines() if x and not x.startswith("#")])}
     assert values[("extractguard_rows_served_total", (("model", "iris"), ("tier", "raw")))] == 3

@@ -153,7 +153,7 @@ def build_gateway(config: GatewayConfig, target: Target | None = None, owner_dat
         keys=KeyStore(config.keys_path),
         limits=RateLimits(config),
         audit=audit,
-        metrics=GatewayMetrics(),
+        metrics=GatewayMetrics(config.metrics.per_account, config.metrics.max_accounts),
         tiers=tiers,
         rng=np.random.default_rng(config.seed),
         watermarks=WatermarkRecord(config.watermark_db_path) if marking else None,
@@ -201,6 +201,11 @@ def create_app(config: GatewayConfig, target: Target | None = None, owner_data: 
     m.ready.set(1)
     name = gw.model_name
     schema = gw.target.schema
+    # Counters exported as 0 from the start, so rate()/increase() in alerts see the first event.
+    m.upstream_errors.labels(name)
+    for detect_tier in gw.detection.tiers if gw.detection is not None else ():
+        for action in ("flag", "throttle", "challenge", "suspend"):
+            m.detection_actions.labels(detect_tier, action)
 
     def unauthenticated() -> Response:
         m.refusals.labels("unauthenticated").inc()
@@ -275,6 +280,7 @@ def create_app(config: GatewayConfig, target: Target | None = None, owner_data: 
                    headers: dict[str, str] | None = None, body: dict[str, Any] | None = None) -> Response:
             m.refusals.labels(reason).inc()
             m.requests.labels(name, tier, str(status)).inc()
+            m.refused(ctx.get("account"), status, reason)
             if rows and reason == "rate_limited":
                 m.refused_rows.labels(name, tier, reason).inc(rows)
             log.warning("refused", extra={"fields": {**ctx, "status": status, "reason": reason, "detail": message, "rows": rows}})
@@ -363,6 +369,8 @@ def create_app(config: GatewayConfig, target: Target | None = None, owner_data: 
         if gw.detection is not None:  # detectors see the owner's undefended probabilities
             escalated = gw.detection.observe(account=account.account, key_id=account.key_id, tier=tier.name, model=name,
                                              client_ip=ip, X=X, probabilities=pred.probabilities)
+            if account.account in gw.detection.levels:
+                m.risk(account.account, gw.detection.levels[account.account])
             if escalated is not None:
                 m.detection_actions.labels(tier.name, escalated[0]).inc()
                 if escalated[0] == "suspend":  # this answer is not served either
@@ -373,8 +381,9 @@ def create_app(config: GatewayConfig, target: Target | None = None, owner_data: 
         if tier.watermark is not None:
             p, marks = tier.watermark.apply(p, X, account.account)
             logits = None  # the served logits must agree with the marked probabilities
-            if gw.watermarks is not None:
-                gw.watermarks.add(account.account, X, marks)
+            recorded = int((marks.marked | marks.control).sum())
+            new = gw.watermarks.add(account.account, X, marks) if gw.watermarks is not None else recorded
+            m.watermarked(name, tier.name, account.account, int(marks.marked.sum()), recorded - new)
         answer = Answer.from_probabilities(p, tier.spec, logits)
         request_id = body.get("id") if isinstance(body.get("id"), str) else None
         out = encode_response(answer, name, request_id)
@@ -391,6 +400,7 @@ def create_app(config: GatewayConfig, target: Target | None = None, owner_data: 
         m.requests.labels(name, tier.name, "200").inc()
         m.rows.labels(name, tier.name).inc(n)
         m.latency.labels(name).observe(elapsed)
+        m.served(name, tier.name, account.account, n, elapsed, tier.config.price_per_row, p)
         log.info("served", extra={"fields": {**ctx, "status": 200, "output": str(tier.spec), "duration_seconds": round(elapsed, 6)}})
         return Response(json.dumps(out, separators=(",", ":")), media_type="application/json", headers={REQUEST_ID_HEADER: rid})
 

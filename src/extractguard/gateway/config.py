@@ -135,6 +135,19 @@ class TierConfig(_Strict):
         return self
 
 
+class MetricsConfig(_Strict):
+    """What /metrics may say about callers (docs/monitoring.md).
+
+    Per-account series carry the account *name* from the key store (never a key or an IP) so
+    alerts can compare an account with its own baseline.  Each account adds about a dozen series;
+    accounts beyond ``max_accounts`` share the label value ``_other`` so a flood of new accounts
+    cannot blow up Prometheus.
+    """
+
+    per_account: bool = Field(True, description="Export per-account series labelled with the account name.")
+    max_accounts: int = Field(1000, ge=1, description="Distinct account label values before the rest are pooled as '_other'.")
+
+
 class GatewayConfig(_Strict):
     """The whole gateway.  See examples/gateway.yaml."""
 
@@ -159,6 +172,7 @@ class GatewayConfig(_Strict):
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=256)
     max_rows_per_request: int = Field(1024, ge=1)
     seed: Optional[int] = Field(None, description="Seed for randomised defenses (default: fresh entropy).")
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Per-account metrics switch and cap.")
 
     @field_validator("trusted_proxies")
     @classmethod

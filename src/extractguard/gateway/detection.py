@@ -80,6 +80,7 @@ class GatewayDetection:
         self.challenges = {n: ChallengeBook(secret, dc.challenge_bits, dc.challenge_ttl_seconds) for n, dc in self.tiers.items()}
         self.actions: dict[str, dict[str, Any]] = self.store.actions()
         self._throttles: dict[str, Any] = {}
+        self.levels: dict[str, float] = {}  # latest risk level per account (for the account_risk gauge)
 
     def action(self, account: str) -> str:
         return str(self.actions.get(account, {}).get("action", "none"))
@@ -127,6 +128,7 @@ class GatewayDetection:
         if monitor is None:
             return None
         risk = monitor.observe(f"{tier}/{account}", X, probabilities)
+        self.levels[account] = float(risk.level)
         wanted = self.tiers[tier].action_for(risk.level)
         current = self.action(account)
         new = harsher(wanted, current)
