@@ -503,9 +503,17 @@ def test_no_route_but_health_and_metrics_answers_without_a_valid_key(tmp_path: P
         r = client.request(method, url, headers={"X-API-Key": key}, json=infer_body(ROW) if method == "POST" else None)
         assert r.status_code == 200, (method, path)
     assert target.calls == 1  # only the one authenticated inference reached the model
-    # The public routes reveal no model, tier or caller detail.
+    # The public routes reveal no model or tier detail; /metrics names accounts (never keys) only
+    # while per-account series are on (docs/monitoring.md), and nothing of the caller without them.
     assert client.get("/v2/health/ready").json() == {"ready": True}
-    assert "acme" not in client.get("/metrics").text and "iris-logreg" not in client.get("/metrics").text
+    assert "iris-logreg" not in client.get("/metrics").text and key not in client.get("/metrics").text
+    assert 'account="acme"' in client.get("/metrics").text
+    quiet = make_app(tmp_path / "quiet", target=CountingTarget(iris), metrics={"per_account": False})
+    quiet_client = TestClient(quiet)
+    quiet_key = quiet.state.gateway.keys.create("acme", "raw")
+    assert quiet_client.post("/v2/models/iris/infer", json=infer_body(ROW), headers={"X-API-Key": quiet_key}).status_code == 200
+    assert "acme" not in quiet_client.get("/metrics").text
+    quiet.state.gateway.close()
 
 
 def test_a_key_of_a_tier_removed_from_the_config_reads_nothing(tmp_path: Path, iris) -> None:  # type: ignore[no-untyped-def]
