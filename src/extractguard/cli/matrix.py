@@ -40,7 +40,10 @@ def assess_matrix(config_path: Path, fail_if: list[str], out: Path, console: Con
 
         def on_cell(cell: dict[str, Any]) -> None:
             top = cell["points"][-1]["fidelity"] if cell["points"] else None
-            progress.update(task, advance=1, last=f"{cell['attack']} x {cell['defense']}: fidelity {_fmt(top)}")
+            line = f"{cell['attack']} x {cell['defense']}: fidelity {_fmt(top)} in {cell['cost']['wall_seconds']:.0f} s"
+            progress.update(task, advance=1, last=line)
+            if not console.is_terminal:  # CI logs: one line per finished cell instead of a live bar
+                progress.console.print(f"cell {line}", highlight=False)
 
         report = run_matrix(cfg, on_cell=on_cell)
     json_path, html_path = write_matrix_report(report, out)
