@@ -297,3 +297,29 @@ def test_report_renders_in_headless_chromium(run: dict[str, Any]) -> None:
     assert rows == len(run["report"]["cells"]) == len(GRID["attacks"]) * len(GRID["defenses"])
     assert defense_rows == len(GRID["defenses"])
     assert title == "ExtractGuard assessment matrix"
+
+
+def test_model_file_target(tmp_path: Path) -> None:
+    """A scikit-learn file with the attacker's rows and labelled probe rows, relative to the config."""
+    import joblib
+    import numpy as np
+    from sklearn.datasets import load_wine
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = load_wine(return_X_y=True)
+    order = np.random.default_rng(0).permutation(len(X))
+    X, y = X[order], y[order]
+    joblib.dump(make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(X[:60], y[:60]), tmp_path / "wine.joblib")
+    np.save(tmp_path / "pool.npy", X[60:118])
+    np.savez(tmp_path / "probe.npz", X=X[118:], y=y[118:])
+    grid = {"target": {"model": "wine.joblib", "attacker_data": "pool.npy", "probe_data": "probe.npz"},
+            "attacks": ["knockoff"], "budgets": [20, 50], "defenses": {"open": {}, "top-1": {"output": "label"}}, "jobs": 1}
+    cfg = write(tmp_path / "assess.yaml", grid)
+    res = invoke("--config", str(cfg), "--out", str(tmp_path / "r"), "--fail-if", "honest_accuracy < 0.5")
+    assert res.exit_code == 0, res.output
+    r = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert r["target"]["format"] == "sklearn" and r["probe_size"] == len(X) - 118
+    assert [c["queries"] for c in r["cells"]] == [50, 50]
+    assert r["defenses"]["open"]["honest"]["accuracy"] == r["defenses"]["open"]["honest"]["model_accuracy"]

@@ -341,6 +341,7 @@ class PipelineTarget:
         self.requests_challenged = 0
         self.rows_throttled = 0
         self.rows = 0
+        self.served_before_suspension: int | None = None
 
     def predict(self, X: np.ndarray) -> Any:
         from extractguard.oracle.targets import Prediction
@@ -360,8 +361,11 @@ class PipelineTarget:
                 self.explanation = self.explanation or risk.explain()
             wanted = self.detection.action_for(risk.level)
             for a in ACTIONS[1:ACTIONS.index(wanted) + 1]:
-                # the gateway escalates after answering (or, for a suspension, refuses this request)
-                self.action_at.setdefault(a, self.rows + (n if a != "suspend" else 0))
+                if a in self.detection.responses:
+                    self.action_at.setdefault(a, self.rows + n)  # decided on this request, as first_flag
+            if wanted == "suspend" and self.served_before_suspension is None:
+                # the gateway refuses the request that triggers a suspension: the attacker keeps only the rows before it
+                self.served_before_suspension = self.rows
             if ACTIONS.index(wanted) > ACTIONS.index(self.action):
                 self.action = wanted
         self.rows += n
@@ -416,6 +420,7 @@ def _timeline(pipe: PipelineTarget) -> dict[str, Any]:
         "first_flag": pipe.first_alarm and min(pipe.first_alarm.values()) or None,
         "signals": dict(sorted(pipe.first_alarm.items(), key=lambda kv: kv[1])),
         "responses": {a: pipe.action_at.get(a) for a in ACTIONS[1:] if pipe.detection and a in pipe.detection.responses},
+        "served_before_suspension": pipe.served_before_suspension,
         "max_level": round(pipe.max_level, 4),
         "explanation": pipe.explanation or "no signal fired",
     }
@@ -557,7 +562,7 @@ def _enforced(points: list[dict[str, Any]], detection: dict[str, Any]) -> dict[s
     Checkpoints only exist at ladder budgets, so this is the copy at the last budget the attacker
     reached before suspension (a slight under-estimate: queries between that budget and the
     suspension are not used)."""
-    sus = (detection.get("responses") or {}).get("suspend") if detection.get("enabled") else None
+    sus = detection.get("served_before_suspension") if detection.get("enabled") else None
     if sus is None:
         return {"suspended_at": None, "budget": None, "fidelity": None,
                 "note": "never suspended: the attacker keeps every answer"}
