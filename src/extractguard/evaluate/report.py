@@ -198,6 +198,7 @@ def write_report(assessment: Assessment, out_dir: str | Path) -> tuple[Path, Pat
 
 
 # -- the assessment matrix (``extractguard assess --config``) ----------------------------------
+_RESPONSE_OFFSET = {"flag": -0.27, "throttle": -0.09, "challenge": 0.09, "suspend": 0.27}
 _RESPONSE_STYLE = {"flag": ("o", "#d9a400"), "throttle": ("s", "#e07b00"), "challenge": ("D", "#c2410c"), "suspend": ("X", "#b91c1c")}
 
 
@@ -245,18 +246,31 @@ def plot_frontier(report: dict[str, Any]) -> str:
     fig = Figure(figsize=(7, 4.6), dpi=100)
     ax = fig.subplots()
     pts = [p for p in report["frontier"] if p["fidelity"] is not None]
+    stacked: dict[tuple[float, float], list[str]] = {}
     for p in pts:
         style = dict(s=70, color="#1d4ed8" if p["pareto"] else "#94a3b8", zorder=3, edgecolor="black" if p["pareto"] else "none")
         ax.scatter([p["utility"]], [p["fidelity"]], **style)
         if p["fidelity_enforced"] is not None and p["fidelity_enforced"] < p["fidelity"]:
             ax.scatter([p["utility"]], [p["fidelity_enforced"]], s=60, facecolors="none", edgecolors="#b91c1c", zorder=3)
             ax.plot([p["utility"]] * 2, [p["fidelity"], p["fidelity_enforced"]], color="#b91c1c", linestyle=":", linewidth=1)
-        ax.annotate(p["defense"], (p["utility"], p["fidelity"]), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        # defenses often land on the same point: one label naming all of them, not overprinted names
+        stacked.setdefault((round(p["utility"], 6), round(p["fidelity"], 6)), []).append(p["defense"])
+    for (x, y), names in stacked.items():
+        ax.annotate(", ".join(names), (x, y), textcoords="offset points", xytext=(7, 3), fontsize=8)
     front = sorted((p for p in pts if p["pareto"]), key=lambda p: p["utility"])
     if len(front) > 1:
         ax.plot([p["utility"] for p in front], [p["fidelity"] for p in front], color="#1d4ed8", linewidth=1.2, label="Pareto front")
-    ax.scatter([], [], s=60, facecolors="none", edgecolors="#b91c1c", label="with suspension enforced")
-    ax.set_ylim(0, 1.05)
+    if any(p["fidelity_enforced"] is not None and p["fidelity_enforced"] < p["fidelity"] for p in pts):
+        ax.scatter([], [], s=60, facecolors="none", edgecolors="#b91c1c", label="with suspension enforced")
+    ax.scatter([], [], s=60, color="#1d4ed8", edgecolor="black", label="Pareto-optimal defense")
+    if pts:  # zoom on the points, but never to a span so small that noise looks like a gap
+        ys = [p["fidelity"] for p in pts] + [p["fidelity_enforced"] for p in pts if p["fidelity_enforced"] is not None]
+        xs = [p["utility"] for p in pts]
+        lo, hi = min(ys), max(ys)
+        pad = max(0.05, (hi - lo) * 0.15)
+        ax.set_ylim(max(0.0, lo - pad), min(1.02, hi + pad))
+        xpad = max(0.01, (max(xs) - min(xs)) * 0.15)
+        ax.set_xlim(min(xs) - xpad, min(1.0 + xpad, max(xs) + 3 * xpad))
     ax.set_xlabel("honest users' agreement with the real model")
     ax.set_ylabel(f"best stolen fidelity at {report['budgets'][-1]} queries")
     ax.set_title("Security / utility frontier (lower right is better)", fontsize=10)
@@ -271,17 +285,17 @@ def plot_detection_timeline(report: dict[str, Any]) -> str | None:
     cells = [c for c in report["cells"] if c["detection"]["enabled"]]
     if not cells:
         return None
-    fig = Figure(figsize=(9, 0.45 * len(cells) + 1.6), dpi=100)
+    fig = Figure(figsize=(9, 0.6 * len(cells) + 1.6), dpi=100)
     ax = fig.subplots()
     top = max(report["budgets"])
     for y, c in enumerate(cells):
-        ax.plot([1, max(c["queries"], 1)], [y, y], color="#cbd5e1", linewidth=6, solid_capstyle="butt", zorder=1)
+        ax.plot([1, max(c["queries"], 1)], [y, y], color="#cbd5e1", linewidth=14, solid_capstyle="butt", zorder=1)
         for q in c["detection"]["signals"].values():
             ax.scatter([max(q, 1)], [y], s=14, color="#334155", zorder=2)
         for action, q in c["detection"]["responses"].items():
-            if q is not None:
+            if q is not None:  # each response on its own line of the band, so equal counts stay visible
                 m, col = _RESPONSE_STYLE[action]
-                ax.scatter([max(q, 1)], [y], marker=m, s=60, color=col, zorder=3)
+                ax.scatter([max(q, 1)], [y + _RESPONSE_OFFSET[action]], marker=m, s=45, color=col, zorder=3)
         if not c["detection"]["first_flag"]:
             ax.annotate("not detected", (max(c["queries"], 1), y), textcoords="offset points", xytext=(5, -3), fontsize=7)
     for action, (m, col) in _RESPONSE_STYLE.items():
