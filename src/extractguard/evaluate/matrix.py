@@ -86,10 +86,19 @@ class MatrixTarget(_Strict):
         return self
 
 
+class GatewayTierRef(_Strict):
+    """Take a defense from a deployed gateway's configuration: assess exactly what is served."""
+
+    config: Path = Field(description="The gateway's YAML (relative to assess.yaml).")
+    tier: str = Field(description="The tier whose output mode, defenses, watermark and detection to use.")
+
+
 class DefenseVariant(_Strict):
-    """One column of the matrix: what a gateway tier applies (same fields and meaning as a tier's)."""
+    """One column of the matrix: what a gateway tier applies (same fields and meaning as a tier's),
+    or a reference to a tier of a gateway configuration file (``gateway: {config, tier}``)."""
 
     description: str = ""
+    gateway: Optional[GatewayTierRef] = None
     output: str = Field("probabilities", description="probabilities, logits, rounded:N, top-K or label.")
     defenses: list[dict[str, Any]] = Field(default_factory=list, description="Defense chain, applied in order.")
     watermark: Optional[WatermarkConfig] = None
@@ -206,10 +215,31 @@ def load_matrix_config(path: Path | str) -> MatrixConfig:
         val = getattr(t, field)
         if val is not None and not val.is_absolute():
             setattr(t, field, base / val)
-    for d in cfg.defenses.values():
+    for name, d in cfg.defenses.items():
+        if d.gateway is not None:
+            cfg.defenses[name] = _from_gateway(name, d, base, p.name)
+            continue
         if d.detection is not None and d.detection.reference is not None and not d.detection.reference.is_absolute():
             d.detection.reference = base / d.detection.reference
     return cfg
+
+
+def _from_gateway(name: str, d: DefenseVariant, base: Path, source: str) -> DefenseVariant:
+    """The defense a gateway tier applies, read from the gateway's own configuration file."""
+    from extractguard.gateway.config import load_config
+
+    assert d.gateway is not None
+    if d.model_fields_set - {"gateway", "description"}:
+        extra = ", ".join(sorted(d.model_fields_set - {"gateway", "description"}))
+        raise ConfigurationError(f"{source}: defenses.{name}: takes its settings from gateway.tier; drop {extra}")
+    path = d.gateway.config if d.gateway.config.is_absolute() else base / d.gateway.config
+    gw = load_config(path)
+    tier = gw.tiers.get(d.gateway.tier)
+    if tier is None:
+        raise ConfigurationError(f"{source}: defenses.{name}: gateway {path.name} has no tier {d.gateway.tier!r} "
+                                 f"(tiers: {', '.join(gw.tiers)})")
+    return DefenseVariant(description=d.description or f"tier {d.gateway.tier} of {path.name}", output=tier.output,
+                          defenses=tier.defenses, watermark=tier.watermark, detection=tier.detection)
 
 
 def parse_matrix_config(data: Any, source: str = "assessment config") -> MatrixConfig:
