@@ -346,3 +346,13 @@ def test_defense_taken_from_a_gateway_tier(tmp_path: Path) -> None:
         res = invoke("--config", str(bad))
         lines = [ln for ln in res.output.splitlines() if ln.strip()]
         assert res.exit_code == 2 and len(lines) == 1 and message in lines[0], res.output
+
+
+def test_shipped_example_config_is_valid() -> None:
+    root = Path(__file__).resolve().parents[1]
+    cfg = load_matrix_config(root / "examples" / "assess.yaml")
+    assert cfg.target.victim == "digits-mlp" and "open" in cfg.defenses and cfg.jobs == 2
+    assert {"watermark", "detect"} <= set(cfg.defenses)
+    rules = parse_rules(["fidelity > 0.8 at 1000 for defense=open", "detection_queries > 2000 for defense=detect",
+                         "honest_utility < 0.95"], cfg.budgets, cfg.attacks, list(cfg.defenses))
+    assert [r.metric for r in rules] == ["fidelity", "detection_queries", "honest_utility"]

@@ -486,11 +486,6 @@ def honest_utility(prep: Prepared, variant: DefenseVariant, seed: int, workdir: 
     return out
 
 
-def cell_seed(seed: int) -> int:
-    """Every cell's attack seed: the same for all cells (paired comparison across defenses)."""
-    return seed
-
-
 def run_cell(cfg_json: str, attack_name: str, defense_name: str) -> dict[str, Any]:
     """One attack against one defense, end to end; a plain dict (crosses process boundaries)."""
     import torch
@@ -506,7 +501,7 @@ def run_cell(cfg_json: str, attack_name: str, defense_name: str) -> dict[str, An
     t_wall, t_cpu = time.perf_counter(), time.process_time()
     try:
         prep = _prepared(cfg_json)
-        seed = cell_seed(cfg.seed)
+        seed = cfg.seed  # the same attack seed in every cell: a paired comparison across defenses
         with tempfile.TemporaryDirectory(prefix="eg-matrix-") as tmp:
             work = Path(tmp)
             honest = honest_utility(prep, variant, cfg.seed, work, cfg.honest.rows_per_hour)
