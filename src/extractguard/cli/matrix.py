@@ -40,7 +40,7 @@ def assess_matrix(config_path: Path, fail_if: list[str], out: Path, console: Con
 
         def on_cell(cell: dict[str, Any]) -> None:
             top = cell["points"][-1]["fidelity"] if cell["points"] else None
-            line = f"{cell['attack']} x {cell['defense']}: fidelity {_fmt(top)} in {cell['cost']['wall_seconds']:.0f} s"
+            line = f"{cell['attack']} x {cell['defense']}: fidelity {_fmt(top)} in {cell['cost']['cell_wall_seconds']:.0f} s"
             progress.update(task, advance=1, last=line)
             if not console.is_terminal:  # CI logs: one line per finished cell instead of a live bar
                 progress.console.print(f"cell {line}", highlight=False)
