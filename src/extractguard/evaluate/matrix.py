@@ -48,7 +48,6 @@ from extractguard.detect.policy import ACTIONS, DetectionConfig
 from extractguard.errors import ConfigurationError, ExtractGuardError
 from extractguard.gateway.config import WatermarkConfig
 
-ENFORCING = ("throttle", "challenge", "suspend")
 
 
 class _Strict(BaseModel):
