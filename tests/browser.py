@@ -40,8 +40,11 @@ def require_browser() -> str:
 
 
 @contextmanager
-def open_page(url: str, timeout_ms: int = 30_000) -> Iterator[tuple[Any, list[str]]]:
-    """Yield ``(page, console_errors)`` for ``url``; errors include uncaught exceptions and failed loads."""
+def open_page(url: str, timeout_ms: int = 30_000, requests: list[str] | None = None) -> Iterator[tuple[Any, list[str]]]:
+    """Yield ``(page, console_errors)`` for ``url``; errors include uncaught exceptions and failed loads.
+
+    ``requests``, if given, collects the URL of every request the page makes (from the first).
+    """
     from playwright.sync_api import sync_playwright
 
     executable = require_browser()
@@ -54,6 +57,8 @@ def open_page(url: str, timeout_ms: int = 30_000) -> Iterator[tuple[Any, list[st
             page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
             page.on("pageerror", lambda e: errors.append(f"uncaught: {e}"))
             page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url} {r.failure}"))
+            if requests is not None:
+                page.on("request", lambda r: requests.append(r.url))
             page.goto(url)
             yield page, errors
         finally:

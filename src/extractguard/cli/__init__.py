@@ -79,9 +79,20 @@ def assess(
     out: Annotated[Path, typer.Option(help="Directory for report.json and report.html.")] = Path("extractguard-report"),
     target: Annotated[Optional[Path], typer.Option("--target", help="Remote model API described by a target.yaml (see docs/remote.md).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="With --target: continue the campaign in the target's transcript, replaying paid answers.")] = False,
+    config: Annotated[Optional[Path], typer.Option("--config", help="Assessment matrix: attacks x defenses x budgets from an assess.yaml (docs/assess.md).")] = None,
+    fail_if: Annotated[Optional[list[str]], typer.Option("--fail-if", help="With --config: exit 1 if a cell crosses this threshold, e.g. 'fidelity > 0.8 at 1000' (repeatable).")] = None,
 ) -> None:
     """Run extraction attacks at a ladder of budgets and report fidelity vs queries."""
     import numpy as np
+
+    if config is not None:
+        from extractguard.cli.matrix import assess_matrix
+
+        if target is not None or model is not None or attacker_data is not None or probe_data is not None or attack:
+            raise ConfigurationError("--config takes the target, attacks, budgets and defenses from assess.yaml; drop the other options")
+        return assess_matrix(config, fail_if or [], out, console, err_console)
+    if fail_if:
+        raise ConfigurationError("--fail-if gates an assessment matrix: use it with --config assess.yaml (docs/assess.md)")
 
     if target is not None:
         from extractguard.cli.remote import assess_remote
