@@ -46,7 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from extractguard import __version__
 from extractguard.detect.policy import ACTIONS, DetectionConfig
 from extractguard.errors import ConfigurationError, ExtractGuardError
-from extractguard.gateway.config import WatermarkConfig
+from extractguard.gateway.config import AnswerPolicy
 
 
 
@@ -92,27 +92,13 @@ class GatewayTierRef(_Strict):
     tier: str = Field(description="The tier whose output mode, defenses, watermark and detection to use.")
 
 
-class DefenseVariant(_Strict):
-    """One column of the matrix: what a gateway tier applies (same fields and meaning as a tier's),
-    or a reference to a tier of a gateway configuration file (``gateway: {config, tier}``)."""
+class DefenseVariant(AnswerPolicy):
+    """One column of the matrix: what a gateway tier applies (the tier's own answer fields, same
+    meaning and validation), or a reference to a tier of a gateway configuration file
+    (``gateway: {config, tier}``)."""
 
     description: str = ""
     gateway: Optional[GatewayTierRef] = None
-    output: str = Field("probabilities", description="probabilities, logits, rounded:N, top-K or label.")
-    defenses: list[dict[str, Any]] = Field(default_factory=list, description="Defense chain, applied in order.")
-    watermark: Optional[WatermarkConfig] = None
-    detection: Optional[DetectionConfig] = None
-
-    @field_validator("output")
-    @classmethod
-    def _output(cls, v: str) -> str:
-        from extractguard.oracle.answer import OutputSpec
-
-        try:
-            OutputSpec.parse(v)
-        except ConfigurationError as exc:
-            raise ValueError(str(exc)) from None
-        return v
 
     @field_validator("defenses")
     @classmethod

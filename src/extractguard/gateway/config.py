@@ -76,17 +76,15 @@ class WatermarkConfig(_Strict):
     projections: int = Field(12, ge=1, le=256, description="LSH projections per cell (with cell_width).")
 
 
-class TierConfig(_Strict):
-    """What one class of customer sees and may spend."""
+class AnswerPolicy(_Strict):
+    """How answers are served: output mode, defense chain, watermark, detection.
+
+    Shared by a gateway tier and an assessment-matrix defense (evaluate/matrix.py), so a defense
+    assessed offline is written, and validated, exactly as the tier that would serve it.
+    """
 
     output: str = Field("probabilities", description="probabilities, logits, rounded:N, top-K or label.")
     defenses: list[dict[str, Any]] = Field(default_factory=list, description="Defense chain, applied in order.")
-    limits: list[str] = Field(default_factory=list, description="Per-key rate limits in rows, e.g. ['100/minute'].")
-    quota: Optional[str] = Field(None, description="Rows per period, e.g. '100000/month' (persistent with SQLite/Redis).")
-    price_per_row: float = Field(0.0, ge=0)
-    spend_cap: Optional[float] = Field(None, gt=0, description="Largest spend per month (price_per_row * rows).")
-    max_rows_per_request: Optional[int] = Field(None, ge=1)
-    models: Optional[list[str]] = Field(None, description="Models this tier may call (default: all).")
     watermark: Optional[WatermarkConfig] = Field(None, description="Keyed answer watermark, e.g. {fraction: 0.005}.")
     detection: Optional[DetectionConfig] = Field(None, description="Extraction detection and graduated responses (docs/detection.md).")
 
@@ -100,6 +98,17 @@ class TierConfig(_Strict):
         except ConfigurationError as exc:
             raise ValueError(str(exc)) from None
         return v
+
+
+class TierConfig(AnswerPolicy):
+    """What one class of customer sees and may spend."""
+
+    limits: list[str] = Field(default_factory=list, description="Per-key rate limits in rows, e.g. ['100/minute'].")
+    quota: Optional[str] = Field(None, description="Rows per period, e.g. '100000/month' (persistent with SQLite/Redis).")
+    price_per_row: float = Field(0.0, ge=0)
+    spend_cap: Optional[float] = Field(None, gt=0, description="Largest spend per month (price_per_row * rows).")
+    max_rows_per_request: Optional[int] = Field(None, ge=1)
+    models: Optional[list[str]] = Field(None, description="Models this tier may call (default: all).")
 
     @field_validator("limits")
     @classmethod
