@@ -58,3 +58,24 @@ def check_readable_file(path: Path, what: str, error: type[ExtractGuardError]) -
         raise error(f"cannot read {what} file {path}: {exc.strerror or exc}") from None
     if empty:
         raise error(f"{what} file is empty: {path}")
+
+
+def read_yaml(path: Path | str, what: str) -> object:
+    """Parse the YAML file at ``path``; any failure is one :class:`ConfigurationError` naming ``what``.
+
+    Every configuration file (gateway, target, assessment) is read through here, so a missing,
+    unreadable, non-UTF-8 or malformed file gives the same kind of one-line message.
+    """
+    import yaml
+
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read {what} {p}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigurationError(f"{what} {p.name} is not valid YAML: not UTF-8 text") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigurationError(f"{what} {p.name} is not valid YAML: {str(exc).splitlines()[0]}") from None

@@ -40,12 +40,11 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from extractguard import __version__
 from extractguard.detect.policy import ACTIONS, DetectionConfig
-from extractguard.errors import ConfigurationError, ExtractGuardError
+from extractguard.errors import ConfigurationError, ExtractGuardError, read_yaml
 from extractguard.gateway.config import AnswerPolicy
 
 
@@ -185,15 +184,7 @@ def _format_error(exc: ValidationError) -> str:
 def load_matrix_config(path: Path | str) -> MatrixConfig:
     """Read and validate ``assess.yaml``; relative paths in it are relative to the file."""
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read assessment config {p}: {exc.strerror or exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigurationError(f"{p.name} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    cfg = parse_matrix_config(data, p.name)
+    cfg = parse_matrix_config(read_yaml(p, "assessment config"), p.name)
     base = p.resolve().parent
     t = cfg.target
     for field in ("model", "attacker_data", "probe_data", "owner_data"):

@@ -13,11 +13,10 @@ import ipaddress
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from extractguard.detect.policy import DetectionConfig
-from extractguard.errors import ConfigurationError
+from extractguard.errors import ConfigurationError, read_yaml
 
 
 class _Strict(BaseModel):
@@ -264,15 +263,7 @@ def parse_config(data: Any, source: str = "configuration", check_defenses: bool 
 def load_config(path: Path | str, check_defenses: bool = True) -> GatewayConfig:
     """Read and validate a gateway YAML file; relative paths in it are relative to the file."""
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read gateway config {p}: {exc.strerror or exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigurationError(f"{p.name} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    cfg = parse_config(data, p.name, check_defenses)
+    cfg = parse_config(read_yaml(p, "gateway config"), p.name, check_defenses)
     base = p.resolve().parent
     updates: dict[str, Any] = {}
     for field in ("state_dir", "keys_db", "audit_db", "watermark_key", "watermark_db"):

@@ -14,10 +14,9 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from extractguard.errors import ConfigurationError
+from extractguard.errors import ConfigurationError, read_yaml
 from extractguard.oracle.answer import OutputSpec
 from extractguard.oracle.schema import InputSchema
 
@@ -315,9 +314,5 @@ def load_target_config(path: str | Path) -> TargetConfig:
     p = Path(path)
     if not p.is_file():
         raise ConfigurationError(f"target config not found: {p}")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        detail = str(exc).replace("\n", " ")
-        raise ConfigurationError(f"target config {p} is not valid YAML: {detail}") from None
+    data = read_yaml(p, "target config")
     return parse_target_config(data, base_dir=p.parent, source=f"target config {p.name}")
