@@ -65,6 +65,7 @@ def main() -> None:
     ap.add_argument("--fraction", type=float, default=0.01, help="share of answers watermarked")
     ap.add_argument("--cell-width", type=float, default=0.3, help="LSH cell width; 0 = exact rows (plain DAWN)")
     ap.add_argument("--projections", type=int, default=8)
+    ap.add_argument("--mark", default="flip", choices=("flip", "soft"), help="flip: keyed label on top; soft: raised under ours")
     ap.add_argument("--independents", type=int, default=24, help="independent models of the references' families")
     ap.add_argument("--steps", type=int, default=6000, help="training steps of the converged copy")
     ap.add_argument("--margin", type=float, default=0.2, help="fingerprint margin")
@@ -116,7 +117,7 @@ def run_seed(args: argparse.Namespace, seed: int, console: Console) -> dict[str,
     pool = v.pool()
     aug = np.clip(np.repeat(pool, 8, 0) + rng.normal(0, 1.0, size=(8 * len(pool), pool.shape[1])), schema.low, schema.high)
     wm = AnswerWatermark(MASTER, fraction=args.fraction, cell_width=args.cell_width or None,
-                         projections=args.projections, low=schema.low, high=schema.high)
+                         projections=args.projections, low=schema.low, high=schema.high, mark=args.mark)
     workdir = Path(tempfile.mkdtemp(prefix="eg-verify-"))
     record = WatermarkRecord(workdir / "watermarks.db")
 
@@ -195,7 +196,7 @@ def run_seed(args: argparse.Namespace, seed: int, console: Console) -> dict[str,
     console.print(f"{len(independents)} independent models: {time.perf_counter() - t0:.0f} s")
 
     table = Table(title=f"Copies stolen through a {100 * args.fraction:g}% watermark ({args.victim}, "
-                        f"{'cells ' + str(args.cell_width) if args.cell_width else 'exact rows'}); alpha = {args.alpha:g}")
+                        f"{'cells ' + str(args.cell_width) if args.cell_width else 'exact rows'}, {args.mark} marks); alpha = {args.alpha:g}")
     for col in ("attack", "queries", "copy", "fidelity", "marked cells", "wm k/n", "wm p", "fp k/n", "fp p", "accused"):
         table.add_column(col, justify="left" if col in ("attack", "copy") else "right")
     for r in copies:

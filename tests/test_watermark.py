@@ -57,6 +57,36 @@ def test_marks_are_keyed_deterministic_and_the_configured_fraction() -> None:
     assert (bob.marked & dec.marked).sum() < 20 and (other.marked & dec.marked).sum() < 20
 
 
+def test_soft_marks_keep_the_top_label_and_raise_the_keyed_one() -> None:
+    rng = np.random.default_rng(2)
+    X = rng.uniform(0, 16, size=(20000, 8))
+    p = _probs(len(X), 10)
+    flip_out, flip = AnswerWatermark(MASTER, fraction=0.01).apply(p, X, "alice")
+    out, dec = AnswerWatermark(MASTER, fraction=0.01, mark="soft", soft_ratio=0.6).apply(p, X, "alice")
+    # Same keyed rows and keyed labels as the flip mark: only what is served on them differs.
+    np.testing.assert_array_equal(dec.marked, flip.marked)
+    np.testing.assert_array_equal(dec.served_labels, flip.served_labels)
+    m = dec.marked
+    assert m.sum() > 100
+    rows = np.flatnonzero(m)
+    y, w = dec.owner_labels[m], dec.served_labels[m]
+    # Honest users' labels are untouched; the keyed label gets >= 0.6 of the top probability.
+    assert (out.argmax(1) == p.argmax(1)).all() and (flip_out[m].argmax(1) == w).all()
+    np.testing.assert_allclose(out.sum(1), 1.0)
+    assert np.all(out[rows, w] >= 0.6 * out[rows, y] - 1e-12)
+    # It is the runner-up wherever no other class already held 0.6 of the top probability.
+    others = p[m].copy()
+    others[np.arange(len(rows)), y] = others[np.arange(len(rows)), w] = 0
+    clear = others.max(1) < 0.6 * p[rows, y]
+    second = np.argsort(-out[m], axis=1)[:, 1]
+    assert clear.sum() > 50 and (second[clear] == w[clear]).all()
+    np.testing.assert_array_equal(out[~m], p[~m])
+    with pytest.raises(ConfigurationError, match="mark"):
+        AnswerWatermark(MASTER, mark="loud")
+    with pytest.raises(ConfigurationError, match="soft_ratio"):
+        AnswerWatermark(MASTER, mark="soft", soft_ratio=1.0)
+
+
 def test_account_keys_and_bad_parameters() -> None:
     assert derive_account_key(MASTER, "alice") == derive_account_key(MASTER, "alice")
     assert derive_account_key(MASTER, "alice") != derive_account_key(MASTER, "alice ")
@@ -142,6 +172,11 @@ def test_gateway_config_watermark_fields(tmp_path: Path) -> None:
     cfg_file.write_text("model: {victim: iris-logreg}\ntiers: {t: {watermark: {fraction: 0.5}}}\n")
     with pytest.raises(ConfigurationError, match="tiers.t.watermark.fraction"):
         load_config(cfg_file)
+    cfg_file.write_text("model: {victim: iris-logreg}\ntiers: {t: {output: label, watermark: {fraction: 0.01, mark: soft}}}\n")
+    with pytest.raises(ConfigurationError, match="soft.*hide it"):
+        load_config(cfg_file)
+    cfg_file.write_text("model: {victim: iris-logreg}\ntiers: {t: {output: top-2, watermark: {fraction: 0.01, mark: soft}}}\n")
+    assert load_config(cfg_file, check_defenses=False).tiers["t"].watermark.mark == "soft"  # type: ignore[union-attr]
 
 
 def test_cell_mode_gives_near_duplicates_one_answer_and_records_one_row_per_cell(tmp_path: Path) -> None:

@@ -401,8 +401,7 @@ def _build_pipeline(prep: Prepared, variant: DefenseVariant, account: str, seed:
     wm = rec = None
     if variant.watermark is not None:
         w = variant.watermark
-        wm = AnswerWatermark(_master_key(seed), w.fraction, w.control_fraction, w.cell_width, w.projections,
-                             target.schema.low, target.schema.high)
+        wm = AnswerWatermark.from_config(_master_key(seed), w, target.schema.low, target.schema.high)
         rec = WatermarkRecord(workdir / f"watermarks-{account}.db")
     monitor = None
     if variant.detection is not None:

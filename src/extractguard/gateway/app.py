@@ -142,8 +142,7 @@ def build_gateway(config: GatewayConfig, target: Target | None = None, owner_dat
         wm = None
         if tc.watermark is not None and master is not None:
             w = tc.watermark
-            wm = AnswerWatermark(master, w.fraction, w.control_fraction, w.cell_width, w.projections,
-                                 target.schema.low, target.schema.high)
+            wm = AnswerWatermark.from_config(master, w, target.schema.low, target.schema.high)
         tiers[name] = _Tier(name, tc, OutputSpec.parse(tc.output), chain, max_rows, wm)
     audit = AuditLog(config.audit_path) if config.audit_enabled else None
     detecting = any(tc.detection is not None for tc in config.tiers.values())

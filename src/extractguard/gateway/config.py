@@ -73,6 +73,8 @@ class WatermarkConfig(_Strict):
     control_fraction: Optional[float] = Field(None, ge=0, le=0.2, description="Share recorded unaltered as the control sample (default: fraction).")
     cell_width: Optional[float] = Field(None, gt=0, description="Mark keyed LSH cells of this width (inputs scaled to [0, 1]) instead of exact rows.")
     projections: int = Field(12, ge=1, le=256, description="LSH projections per cell (with cell_width).")
+    mark: Literal["flip", "soft"] = Field("flip", description="flip: the keyed label served on top (DAWN); soft: raised under the owner's label (needs an output with scores).")
+    soft_ratio: float = Field(0.6, gt=0, lt=1, description="With mark: soft, the keyed label's probability as a share of the top one.")
 
 
 class AnswerPolicy(_Strict):
@@ -97,6 +99,13 @@ class AnswerPolicy(_Strict):
         except ConfigurationError as exc:
             raise ValueError(str(exc)) from None
         return v
+
+    @model_validator(mode="after")
+    def _soft_mark_needs_scores(self) -> AnswerPolicy:
+        if self.watermark is not None and self.watermark.mark == "soft" and self.output in ("label", "top-1"):
+            raise ValueError(f"watermark mark 'soft' keeps the top label, so output {self.output!r} would hide it: "
+                             "use mark: flip, or an output with scores")
+        return self
 
 
 class TierConfig(AnswerPolicy):

@@ -9,8 +9,19 @@ decision is a function of (key, row) only:
 * each account has its own key, derived from one master secret with HKDF (RFC 5869), so the
   marks a stolen copy carries point to the account whose queries trained it.
 
-The marked answer swaps the probabilities of the owner's label and the keyed wrong label: the row
-stays a valid, equally confident distribution (nothing stands out), but its top label is wrong.
+Two kinds of mark (``mark``):
+
+* ``"flip"`` (DAWN's): the probabilities of the owner's label and the keyed wrong label are
+  swapped: the row stays a valid, equally confident distribution (nothing stands out), but its
+  top label is wrong.  It survives label-only answers and shows in a copy's labels, so even a
+  label-only suspect can be tested; it costs honest users at most ``fraction`` of accuracy.
+* ``"soft"``: the owner's label stays on top and the keyed label is raised to ``soft_ratio``
+  times its probability (then renormalised), i.e. usually to second place.  Honest users lose no
+  accuracy (only the scores of the marked rows move), and a student distilled from the scores
+  learns "raise this class here" far more readily than a contradicting top label, so copies fitted
+  briefly or with weight decay carry it too (benchmarks/verify.py).  It needs answers that reveal
+  scores (not ``label`` / ``top-1``) and a suspect that returns scores (the rank test of
+  :mod:`extractguard.verify`); a label-only suspect shows nothing of it.
 Optionally (``cell_width``) the hash sees a keyed locality-sensitive *cell* of the row instead of
 the exact row, so near-duplicates (an attacker's noisy augmentations, or tiny perturbations meant
 to dodge the mark) get the same answer.  Measured on digits (benchmarks/verify.py): a copy
@@ -28,6 +39,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -70,7 +82,8 @@ class WatermarkDecision:
     marked: np.ndarray  # bool (n,)
     control: np.ndarray  # bool (n,)
     owner_labels: np.ndarray  # int (n,): the label the model gave before marking
-    served_labels: np.ndarray  # int (n,): the label actually served (wrong on marked rows)
+    served_labels: np.ndarray  # int (n,): the keyed label on marked rows (served on top by a flip
+    # mark, raised under the owner's label by a soft mark), the owner's label elsewhere
     cells: list[str]  # SHA-256 (hex) of what the keyed hash saw per row: the row, or its LSH cell
 
 
@@ -86,7 +99,14 @@ class AnswerWatermark:
         is at most this).
     control_fraction:
         Share of rows recorded unaltered as the control sample (default: same as ``fraction``).
+    mark:
+        ``"flip"`` (the keyed label is served on top) or ``"soft"`` (it is raised under the
+        owner's label); see the module docstring.
+    soft_ratio:
+        With ``mark="soft"``: the keyed label's probability becomes this share of the top one.
     """
+
+    MARKS = ("flip", "soft")
 
     def __init__(
         self,
@@ -97,7 +117,15 @@ class AnswerWatermark:
         projections: int = 12,
         low: np.ndarray | float = 0.0,
         high: np.ndarray | float = 1.0,
+        mark: str = "flip",
+        soft_ratio: float = 0.6,
     ) -> None:
+        if mark not in self.MARKS:
+            raise ConfigurationError(f"watermark mark must be one of {', '.join(self.MARKS)}, got {mark!r}")
+        if not 0.0 < soft_ratio < 1.0:
+            raise ConfigurationError(f"watermark soft_ratio must be in (0, 1), got {soft_ratio}")
+        self.mark = mark
+        self.soft_ratio = float(soft_ratio)
         if not 0.0 < fraction <= 0.2:
             raise ConfigurationError(f"watermark fraction must be in (0, 0.2], got {fraction}")
         control = fraction if control_fraction is None else control_fraction
@@ -118,6 +146,12 @@ class AnswerWatermark:
         self._low = np.asarray(low, dtype=np.float64)
         self._span = np.maximum(np.asarray(high, dtype=np.float64) - self._low, 1e-12)
         self._lsh: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    @classmethod
+    def from_config(cls, master_key: bytes, config: Any, low: np.ndarray | float, high: np.ndarray | float) -> AnswerWatermark:
+        """Build from a tier's ``watermark:`` block (gateway/config.py ``WatermarkConfig``)."""
+        return cls(master_key, config.fraction, config.control_fraction, config.cell_width, config.projections,
+                   low, high, config.mark, config.soft_ratio)
 
     def account_key(self, account: str) -> bytes:
         key = self._keys.get(account)
@@ -175,12 +209,16 @@ class AnswerWatermark:
         return WatermarkDecision(marked, control, y, served, names)
 
     def apply(self, probabilities: np.ndarray, X: np.ndarray, account: str) -> tuple[np.ndarray, WatermarkDecision]:
-        """Marked rows get the owner's and the keyed label's probabilities swapped."""
+        """Marked rows get the keyed label on top (flip) or raised under the owner's label (soft)."""
         p = np.array(probabilities, dtype=np.float64, copy=True)
         n, c = p.shape
         dec = self.decide(X, account, p.argmax(axis=1), c)
         rows = np.flatnonzero(dec.marked)
-        if rows.size:
+        if rows.size and self.mark == "soft":
+            y, w = dec.owner_labels[rows], dec.served_labels[rows]
+            p[rows, w] = np.maximum(p[rows, w], self.soft_ratio * p[rows, y])
+            p[rows] /= p[rows].sum(axis=1, keepdims=True)
+        elif rows.size:
             y, w = dec.owner_labels[rows], dec.served_labels[rows]
             top, other = p[rows, y].copy(), p[rows, w].copy()
             p[rows, y], p[rows, w] = other, top
