@@ -219,3 +219,15 @@ def test_variant_on_a_local_target_is_refused(tmp_path: Path) -> None:
                                       "defenses": {"a": {"variant": "open"}}})
     with pytest.raises(ConfigurationError, match="only a remote target"):
         load_matrix_config(cfg)
+
+
+def test_force_discards_and_pays_again_reference_fetched_when_not_a_defense(run: dict[str, Any], deployed: dict[str, Any]) -> None:
+    d = deployed["dir"]
+    cfg = write(d / "small.yaml", grid(attacks=["random"], budgets=[50], defenses={"label": {"variant": "label"}}))
+    res = invoke("--config", str(cfg), "--out", str(run["out"]), "--force", env=deployed["env"])
+    assert res.exit_code == 0, res.output
+    r = json.loads((run["out"] / "report.json").read_text())
+    # The reference's probe answers are still the yardstick: fetched from the open tier, paid once.
+    assert r["target"]["paid_queries"]["per_variant"] == {"open": {"attack": 0, "evaluation": PROBE_ROWS},
+                                                          "label": {"attack": 50, "evaluation": PROBE_ROWS}}
+    assert r["defenses"]["label"]["honest"]["agreement"] == 1.0

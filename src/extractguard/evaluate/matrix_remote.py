@@ -57,7 +57,10 @@ def resolve_remote(cfg: Any, base: Path, source: str) -> Any:
         if name in cfg.model_fields_set:
             where = "target.yaml (price_per_query:)" if name == "price_per_query" else "the deployed API"
             raise ConfigurationError(f"{source}: {name}: with target.remote this comes from {where}; drop it")
-    tc = load_target_config(t.remote)
+    try:
+        tc = load_target_config(t.remote)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{source}: target.remote: {exc}") from None
     if not tc.variants:
         raise ConfigurationError(f"{source}: target {t.remote.name} has no variants: a remote matrix needs one variant "
                                  "(an API key per deployed tier) per defense, the first being the reference")
