@@ -231,3 +231,9 @@ def test_force_discards_and_pays_again_reference_fetched_when_not_a_defense(run:
     assert r["target"]["paid_queries"]["per_variant"] == {"open": {"attack": 0, "evaluation": PROBE_ROWS},
                                                           "label": {"attack": 50, "evaluation": PROBE_ROWS}}
     assert r["defenses"]["label"]["honest"]["agreement"] == 1.0
+
+
+def test_shipped_remote_example_is_valid() -> None:
+    cfg = load_matrix_config(Path(__file__).parent.parent / "examples" / "assess-remote.yaml")
+    assert cfg.target.remote is not None and cfg.jobs == 1
+    assert cfg.defenses["reverse-sigmoid"].defenses == [{"name": "reverse_sigmoid", "beta": 0.7, "gamma": 0.2}]
