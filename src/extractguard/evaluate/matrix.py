@@ -23,6 +23,9 @@ report gives both the copy at the last budget the attacker reached before suspen
 ("enforced") and the copy without enforcement, clearly labelled.  Every cell uses the same attack
 seed (a paired comparison: the defenses differ, the attacker's choices do not), and cells are
 independent processes whose results do not depend on scheduling.
+
+A deployed API (``target: {remote: target.yaml}``) is measured over HTTP instead, one cell at a
+time, each defense being a variant (API key) of target.yaml: :mod:`extractguard.evaluate.matrix_remote`.
 """
 
 from __future__ import annotations
