@@ -81,6 +81,7 @@ def assess(
     resume: Annotated[bool, typer.Option("--resume", help="With --target: continue the campaign in the target's transcript, replaying paid answers.")] = False,
     config: Annotated[Optional[Path], typer.Option("--config", help="Assessment matrix: attacks x defenses x budgets from an assess.yaml (docs/assess.md).")] = None,
     fail_if: Annotated[Optional[list[str]], typer.Option("--fail-if", help="With --config: exit 1 if a cell crosses this threshold, e.g. 'fidelity > 0.8 at 1000' (repeatable).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="With --config and a remote target: discard the transcripts of an earlier run in --out and pay again.")] = False,
 ) -> None:
     """Run extraction attacks at a ladder of budgets and report fidelity vs queries."""
     import numpy as np
@@ -90,9 +91,11 @@ def assess(
 
         if target is not None or model is not None or attacker_data is not None or probe_data is not None or attack:
             raise ConfigurationError("--config takes the target, attacks, budgets and defenses from assess.yaml; drop the other options")
-        return assess_matrix(config, fail_if or [], out, console, err_console)
+        return assess_matrix(config, fail_if or [], out, console, err_console, force=force)
     if fail_if:
         raise ConfigurationError("--fail-if gates an assessment matrix: use it with --config assess.yaml (docs/assess.md)")
+    if force:
+        raise ConfigurationError("--force discards a remote assessment matrix's transcripts: use it with --config assess.yaml")
 
     if target is not None:
         from extractguard.cli.remote import assess_remote

@@ -21,18 +21,29 @@ def _fmt(v: Any, digits: int = 3) -> str:
     return str(v)
 
 
-def assess_matrix(config_path: Path, fail_if: list[str], out: Path, console: Console, err_console: Console) -> None:
+def assess_matrix(config_path: Path, fail_if: list[str], out: Path, console: Console, err_console: Console,
+                  force: bool = False) -> None:
     """Validate config and gate rules, run the grid with a progress bar, write the report, apply the gate."""
+    from extractguard.errors import ConfigurationError
     from extractguard.evaluate.gate import evaluate_rules, parse_rules
     from extractguard.evaluate.matrix import load_matrix_config, run_matrix
     from extractguard.evaluate.report import write_matrix_report
 
     cfg = load_matrix_config(config_path)
     rules = parse_rules(fail_if, cfg.budgets, cfg.attacks, list(cfg.defenses))
+    if cfg.target.remote is not None:  # before anything is printed: a re-run must not pay twice silently
+        from extractguard.evaluate.matrix_remote import claim_transcripts
+
+        claim_transcripts(cfg, out, force)
+    elif force:
+        raise ConfigurationError("--force discards a remote matrix's transcripts; this target is not remote")
     n_cells = len(cfg.attacks) * len(cfg.defenses)
-    target = cfg.target.victim or str(cfg.target.model)
+    target = cfg.target.victim or str(cfg.target.model or cfg.target.remote)
     console.print(f"assessment matrix: {len(cfg.attacks)} attacks x {len(cfg.defenses)} defenses = {n_cells} cells on "
                   f"{target}, budgets {', '.join(map(str, cfg.budgets))}, {cfg.jobs} job(s)", highlight=False)
+    if cfg.target.remote is not None:
+        console.print(f"remote target: cells run one at a time over HTTP (paid queries); transcripts in {out / 'transcripts'}",
+                      highlight=False)
     progress = Progress(TextColumn("[bold]cells"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[last]}"),
                         TimeElapsedColumn(), console=console, transient=False)
     with progress:
@@ -45,7 +56,7 @@ def assess_matrix(config_path: Path, fail_if: list[str], out: Path, console: Con
             if not console.is_terminal:  # CI logs: one line per finished cell instead of a live bar
                 progress.console.print(f"cell {line}", highlight=False)
 
-        report = run_matrix(cfg, on_cell=on_cell)
+        report = run_matrix(cfg, on_cell=on_cell, workdir=out, force=force)
     json_path, html_path = write_matrix_report(report, out)
 
     top = cfg.budgets[-1]

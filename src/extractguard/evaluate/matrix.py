@@ -23,6 +23,9 @@ report gives both the copy at the last budget the attacker reached before suspen
 ("enforced") and the copy without enforcement, clearly labelled.  Every cell uses the same attack
 seed (a paired comparison: the defenses differ, the attacker's choices do not), and cells are
 independent processes whose results do not depend on scheduling.
+
+A deployed API (``target: {remote: target.yaml}``) is measured over HTTP instead, one cell at a
+time, each defense being a variant (API key) of target.yaml: :mod:`extractguard.evaluate.matrix_remote`.
 """
 
 from __future__ import annotations
@@ -65,16 +68,18 @@ class MatrixTarget(_Strict):
     n_classes: Optional[int] = Field(None, ge=2)
     low: Optional[float] = None
     high: Optional[float] = None
-    remote: Optional[Path] = Field(None, description="A remote target.yaml (not supported by the matrix yet).")
+    remote: Optional[Path] = Field(None, description="A deployed API: target.yaml with authorization and variants (one per defense).")
 
     @model_validator(mode="after")
     def _one(self) -> MatrixTarget:
         given = [k for k in ("victim", "model", "remote") if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError("set exactly one of target.victim or target.model")
+            raise ValueError("set exactly one of target.victim, target.model or target.remote")
         if self.remote is not None:
-            raise ValueError("remote targets are not supported by the assessment matrix yet; use "
-                             "`extractguard assess --target target.yaml` with variants: (docs/remote.md)")
+            if self.model_fields_set - {"remote"}:
+                raise ValueError("target.remote takes its schema and data from target.yaml; drop "
+                                 + ", ".join(sorted(self.model_fields_set - {"remote"})))
+            return self
         if self.model is not None and self.attacker_data is None:
             raise ValueError("target.model needs target.attacker_data: the natural inputs an attacker would hold")
         if self.victim is None:
@@ -98,6 +103,7 @@ class DefenseVariant(AnswerPolicy):
 
     description: str = ""
     gateway: Optional[GatewayTierRef] = None
+    variant: Optional[str] = Field(None, description="With target.remote: the variant of target.yaml (its API key) to attack.")
 
     @field_validator("defenses")
     @classmethod
@@ -187,11 +193,17 @@ def load_matrix_config(path: Path | str) -> MatrixConfig:
     cfg = parse_matrix_config(read_yaml(p, "assessment config"), p.name)
     base = p.resolve().parent
     t = cfg.target
+    if t.remote is not None:
+        from extractguard.evaluate.matrix_remote import resolve_remote
+
+        return resolve_remote(cfg, base, p.name)
     for field in ("model", "attacker_data", "probe_data", "owner_data"):
         val = getattr(t, field)
         if val is not None and not val.is_absolute():
             setattr(t, field, base / val)
     for name, d in cfg.defenses.items():
+        if d.variant is not None:
+            raise ConfigurationError(f"{p.name}: defenses.{name}.variant: only a remote target (target.remote) has variants")
         if d.gateway is not None:
             cfg.defenses[name] = _from_gateway(name, d, base, p.name)
             continue
@@ -205,8 +217,8 @@ def _from_gateway(name: str, d: DefenseVariant, base: Path, source: str) -> Defe
     from extractguard.gateway.config import load_config
 
     assert d.gateway is not None
-    if d.model_fields_set - {"gateway", "description"}:
-        extra = ", ".join(sorted(d.model_fields_set - {"gateway", "description"}))
+    if d.model_fields_set - {"gateway", "description", "variant"}:
+        extra = ", ".join(sorted(d.model_fields_set - {"gateway", "description", "variant"}))
         raise ConfigurationError(f"{source}: defenses.{name}: takes its settings from gateway.tier; drop {extra}")
     path = d.gateway.config if d.gateway.config.is_absolute() else base / d.gateway.config
     gw = load_config(path)
@@ -215,7 +227,9 @@ def _from_gateway(name: str, d: DefenseVariant, base: Path, source: str) -> Defe
         raise ConfigurationError(f"{source}: defenses.{name}: gateway {path.name} has no tier {d.gateway.tier!r} "
                                  f"(tiers: {', '.join(gw.tiers)})")
     return DefenseVariant(description=d.description or f"tier {d.gateway.tier} of {path.name}", output=tier.output,
-                          defenses=tier.defenses, watermark=tier.watermark, detection=tier.detection)
+                          defenses=tier.defenses, watermark=tier.watermark, detection=tier.detection,
+                          variant=d.variant,  # a remote defense keeps its gateway: the watermark verdict reads its record
+                          gateway=GatewayTierRef(config=path, tier=d.gateway.tier) if d.variant is not None else None)
 
 
 def parse_matrix_config(data: Any, source: str = "assessment config") -> MatrixConfig:
@@ -618,12 +632,19 @@ def _worker_init() -> None:
 CellCallback = Callable[[dict[str, Any]], None]
 
 
-def run_matrix(cfg: MatrixConfig, jobs: int | None = None, on_cell: CellCallback | None = None) -> dict[str, Any]:
+def run_matrix(cfg: MatrixConfig, jobs: int | None = None, on_cell: CellCallback | None = None,
+               workdir: Path | None = None, force: bool = False) -> dict[str, Any]:
     """Run every (attack, defense) cell; returns the report as a dict (``report.json``).
 
     ``jobs`` > 1 runs cells in a process pool (spawned, so no fork of a process holding torch
     threads); ``jobs == 1`` runs them here, in order.  Results do not depend on ``jobs``.
+    A remote target (``target.remote``) runs its cells serially over HTTP, with transcripts in
+    ``workdir/transcripts`` (:mod:`extractguard.evaluate.matrix_remote`).
     """
+    if cfg.target.remote is not None:
+        from extractguard.evaluate.matrix_remote import run_remote_matrix
+
+        return run_remote_matrix(cfg, workdir or Path("."), force=force, on_cell=on_cell)
     jobs = cfg.jobs if jobs is None else jobs
     started = _dt.datetime.now(_dt.timezone.utc)
     t0 = time.perf_counter()

@@ -326,7 +326,8 @@ def render_matrix_html(report: dict[str, Any]) -> str:
     for p in r["frontier"]:
         d = r["defenses"][p["defense"]]
         h, spec = d["honest"], d["spec"]
-        chain = ", ".join(x.get("name", "?") for x in spec.get("defenses", [])) or "–"
+        chain = ", ".join(x.get("name", "?") for x in spec.get("defenses", [])) or (
+            f"deployed variant {spec['variant']}" if "variant" in spec and "gateway" not in spec else "–")
         extras = [k for k in ("watermark", "detection") if k in spec]
         drows.append(
             f"<tr><td>{html.escape(p['defense'])}{' ★' if p['pareto'] else ''}</td><td>{html.escape(spec.get('output', ''))}</td>"

@@ -22,7 +22,7 @@ import email.utils
 import json
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -90,10 +90,18 @@ class RemoteStats:
     network_errors: int = 0
     retries: int = 0
     waited_seconds: float = 0.0
+    #: The first refusals (403, 428, 429) seen, each with the rows answered before it: how an
+    #: outside caller observes a gateway's detection responses (throttle, challenge, suspend).
+    refusals: list[dict[str, Any]] = field(default_factory=list)
+
+    def refused(self, status: int, text: str) -> None:
+        if len(self.refusals) < 20:
+            self.refusals.append({"status": status, "message": " ".join(text.split())[:300], "rows_before": self.rows_sent})
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(vars(self))
         d["waited_seconds"] = round(self.waited_seconds, 3)
+        d.pop("refusals")
         return d
 
 
@@ -312,6 +320,8 @@ class RemoteTarget:
                         raise RemoteTargetError(f"{self.url} answered something unusable: {exc}") from None
                     self.stats.rows_sent += rows.shape[0]
                     return answer, attempt + 1
+                if status in (403, 428, 429):
+                    self.stats.refused(status, resp.text)
                 if status in (401, 403):
                     which = "" if key is None else f" (API key #{key + 1} of {len(self.keys)})"
                     hint = "no API key is configured" if key is None else "check the key and its permissions"

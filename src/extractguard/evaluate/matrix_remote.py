@@ -1,0 +1,398 @@
+"""The assessment matrix against a deployed API (``target: {remote: target.yaml}``).
+
+The owner's deployed defenses are the ``variants:`` of ``target.yaml`` (one API key per gateway
+tier); a matrix defense names one (``{variant: NAME}``).  Each cell is a real extraction over
+HTTP, with the building blocks of a remote campaign (:mod:`extractguard.evaluate.campaign`):
+:class:`~extractguard.oracle.remote.RemoteTarget`, a budgeted
+:class:`~extractguard.oracle.remote.RemoteOracle` committing every answer to a SQLite transcript,
+the mandatory authorization check and the spend cap.  What a cell measures:
+
+* stolen fidelity at each budget, on the target's held-out probe rows, against the *reference*
+  variant's answers (the first variant of target.yaml, normally an undefended tier), as
+  :mod:`extractguard.evaluate.comparison` does;
+* honest utility: the probe rows answered through the variant vs the reference's answers;
+* detection as seen from outside: the queries answered before the first detection response of
+  our gateway (429 "throttled", 428 proof-of-work challenge, 403 "suspended"); "not observed"
+  otherwise.  A flag alone is invisible to the caller, and the detector's internal signals are
+  not measured;
+* the watermark verdict, when the defense also names the gateway's configuration
+  (``gateway: {config, tier}``): the stolen copy tested (:func:`extractguard.verify.verify_suspect`)
+  against the account's record in that gateway's ``watermark_db``;
+* cost: queries x ``price_per_query`` of target.yaml, wall and CPU seconds, seconds waited on
+  Retry-After.
+
+Cells run one at a time (paid queries and rate limits: no parallel spend), and the matrix does
+not resume: a transcript that already holds paid answers is refused unless ``--force`` discards
+it, so a re-run never pays twice silently.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from extractguard import __version__
+from extractguard.errors import ConfigurationError, ExtractGuardError
+
+#: Fields of a defense that describe a simulated (local) pipeline: a deployed API has its own.
+LOCAL_FIELDS = ("output", "defenses", "watermark", "detection")
+
+
+def resolve_remote(cfg: Any, base: Path, source: str) -> Any:
+    """Validate an ``assess.yaml`` whose target is remote; paths become absolute."""
+    from extractguard.evaluate.matrix import _from_gateway
+    from extractguard.oracle.target_config import load_target_config
+
+    t = cfg.target
+    assert t.remote is not None
+    if not t.remote.is_absolute():
+        t.remote = base / t.remote
+    for name in ("honest", "attacker_rows_per_second", "price_per_query"):
+        if name in cfg.model_fields_set:
+            where = "target.yaml (price_per_query:)" if name == "price_per_query" else "the deployed API"
+            raise ConfigurationError(f"{source}: {name}: with target.remote this comes from {where}; drop it")
+    try:
+        tc = load_target_config(t.remote)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{source}: target.remote: {exc}") from None
+    if not tc.variants:
+        raise ConfigurationError(f"{source}: target {t.remote.name} has no variants: a remote matrix needs one variant "
+                                 "(an API key per deployed tier) per defense, the first being the reference")
+    known = {v.name: v for v in tc.variants}
+    if tc.budget is not None and cfg.budgets[-1] > tc.budget:
+        raise ConfigurationError(f"{source}: budget {cfg.budgets[-1]} exceeds the target's budget of {tc.budget} "
+                                 f"queries per attack ({t.remote.name})")
+    for name, d in list(cfg.defenses.items()):
+        local = [f for f in LOCAL_FIELDS if f in d.model_fields_set]
+        if local:
+            raise ConfigurationError(f"{source}: defenses.{name}: {', '.join(local)} describe a simulated defense; a remote "
+                                     "target's defenses are deployed: use {variant: NAME} (and gateway: {config, tier})")
+        if d.variant is None:
+            raise ConfigurationError(f"{source}: defenses.{name}: a remote target needs variant: NAME "
+                                     f"(variants of {t.remote.name}: {', '.join(known)})")
+        if d.variant not in known:
+            raise ConfigurationError(f"{source}: defenses.{name}: {t.remote.name} has no variant {d.variant!r} "
+                                     f"(variants: {', '.join(known)})")
+        if d.gateway is not None:
+            resolved = _from_gateway(name, d, base, source)
+            served = known[d.variant].output or tc.output
+            if resolved.output != served:
+                raise ConfigurationError(f"{source}: defenses.{name}: variant {d.variant!r} reads {served!r} answers but "
+                                         f"tier {d.gateway.tier!r} serves {resolved.output!r}")
+            cfg.defenses[name] = resolved
+    cfg.jobs = 1  # paid queries and rate limits: cells run one at a time
+    return cfg
+
+
+def _detection_response(refusal: dict[str, Any]) -> str | None:
+    """Which graduated response of our gateway a refusal is (gateway/detection.py), or ``None``."""
+    status, msg = refusal["status"], refusal["message"].lower()
+    if status == 428:
+        return "challenge"
+    if status == 429 and "throttled after extraction alarms" in msg:
+        return "throttle"
+    if status == 403 and ("suspended" in msg or "detection sanction" in msg):
+        return "suspend"
+    return None
+
+
+def _observed(refusals: list[dict[str, Any]]) -> dict[str, Any]:
+    """The detection timeline an outside caller can see: the first time each response came back."""
+    responses: dict[str, int] = {}
+    for r in refusals:
+        action = _detection_response(r)
+        if action is not None and action not in responses:
+            responses[action] = int(r["rows_before"])
+    first = min(responses.values()) if responses else None
+    return {
+        "enabled": True,
+        "observed_from_outside": True,
+        "first_flag": first,
+        "signals": {},
+        "responses": responses,
+        "served_before_suspension": responses.get("suspend"),
+        "max_level": None,
+        "explanation": ("first detection response after " + ", ".join(f"{a} at {q}" for a, q in responses.items())
+                        if responses else "not observed: no throttle, challenge or suspension came back"),
+    }
+
+
+def _remove_transcript(path: Path) -> None:
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        p.unlink(missing_ok=True)
+
+
+class _Account:
+    """The gateway-side watermark record of the account behind a variant's API key."""
+
+    def __init__(self, gateway_config: Path, key: str) -> None:
+        from extractguard.gateway.config import load_config
+        from extractguard.gateway.keys import KeyStore
+
+        gw = load_config(gateway_config)
+        keys = KeyStore(gw.keys_path)
+        try:
+            account = keys.authenticate(key)
+        finally:
+            keys.close()
+        if account is None:
+            raise ConfigurationError(f"the variant's API key is not a live key of the gateway in {gateway_config.name}")
+        self.account = account.account
+        self.record_path = gw.watermark_db_path
+
+    def verdict(self, surrogate: Any, schema: Any, alpha: float) -> dict[str, Any]:
+        from extractguard.oracle.targets import CallableTarget
+        from extractguard.verify import verify_suspect
+        from extractguard.watermark.record import WatermarkRecord
+
+        none = {"watermark_p": None, "watermark_copy": None, "watermark_marked": 0}
+        if not self.record_path.is_file():
+            return none
+        record = WatermarkRecord(self.record_path, read_only=True)
+        try:
+            rec = record.load(self.account)
+            if len(rec.marked_X) == 0:
+                return none
+            v = verify_suspect(CallableTarget(surrogate.predict_proba, schema), [rec], alpha=alpha)
+        except ConfigurationError:  # nothing recorded yet for this account: no verdict, not a pass
+            return none
+        finally:
+            record.close()
+        return {"watermark_p": float(v.p_value), "watermark_copy": bool(v.is_copy), "watermark_marked": int(len(rec.marked_X))}
+
+
+def claim_transcripts(cfg: Any, workdir: Path, force: bool = False) -> dict[str, Path]:
+    """One transcript per variant (the reference first), one run per attack in it plus the probe
+    run; an earlier run's paid transcript is refused unless ``force`` discards it."""
+    from extractguard.oracle.target_config import load_target_config
+    from extractguard.oracle.transcript import SqliteTranscript
+
+    tc = load_target_config(cfg.target.remote)
+    tdir = Path(workdir) / "transcripts"
+    needed = list(dict.fromkeys([tc.variants[0].name, *(d.variant for d in cfg.defenses.values())]))
+    paths = {v: tdir / f"{v}.sqlite" for v in needed}
+    for path in paths.values():
+        if not path.is_file():
+            continue
+        with SqliteTranscript(path) as old:
+            paid = old.paid_rows()
+        if paid and not force:
+            raise ConfigurationError(f"transcript {path} already holds {paid} paid answers; the matrix does not resume: "
+                                     "pass --force to discard it and pay again, or choose another --out")
+    for path in paths.values():
+        _remove_transcript(path)
+    tdir.mkdir(parents=True, exist_ok=True)
+    return paths
+
+
+def run_remote_matrix(cfg: Any, workdir: Path, force: bool = False,
+                      on_cell: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Every (attack, defense) cell over HTTP, serially; the report dict of :func:`run_matrix`."""
+    import torch
+
+    from extractguard.data.files import load_table
+    from extractguard.evaluate.campaign import PROBE_RUN
+    from extractguard.evaluate.matrix import frontier
+    from extractguard.evaluate.metrics import ProbeSet, accuracy, fidelity, mean_l1
+    from extractguard.oracle.remote import RemoteOracle, RemoteTarget, check_authorization
+    from extractguard.oracle.target_config import load_target_config
+    from extractguard.oracle.transcript import SqliteTranscript
+
+    started = _dt.datetime.now(_dt.timezone.utc)
+    t0 = time.perf_counter()
+    tc = load_target_config(cfg.target.remote)
+    check_authorization(tc)
+    variants = {v.name: v for v in tc.variants}
+    reference = tc.variants[0].name
+    ladder = list(cfg.budgets)
+    schema = tc.input_schema
+    price = tc.price_per_query
+    probe_X, probe_y = load_table(tc.path(tc.probe_data), what="probe data")
+    probe_X = schema.validate(probe_X, what="probe data")
+    pool = None
+    if tc.attacker_data:
+        pool = schema.validate(load_table(tc.path(tc.attacker_data), what="attacker data")[0], what="attacker data")
+
+    paths = claim_transcripts(cfg, workdir, force)
+    needed = list(paths)
+    authorization = tc.authorization.model_dump(exclude_none=True)
+    stores: dict[str, Any] = {}
+    subs = {v: tc.for_variant(variants[v]) for v in needed}
+    for v in needed:  # keys present before anything is paid
+        subs[v].api_keys()
+
+    def spend_cap_left(variant: str) -> float | None:
+        """The target's spend cap over the whole matrix, as a cap on this variant's transcript."""
+        if tc.spend_cap is None:
+            return None
+        others = sum(s.paid_rows() for name, s in stores.items() if name != variant)
+        return max(0.0, tc.spend_cap - others * price)
+
+    def probe_answers(v: str) -> np.ndarray:
+        store = stores[v] = SqliteTranscript(paths[v])
+        store.set_meta("target", subs[v].describe())
+        store.start_session(authorization, {"matrix": True, "variant": v, "attacks": list(cfg.attacks), "budgets": ladder}, resumed=False)
+        oracle = RemoteOracle(RemoteTarget(subs[v], seed=cfg.seed), store, PROBE_RUN, price_per_query=price,
+                              spend_cap=spend_cap_left(v), purpose="evaluation")
+        return oracle.query(probe_X).soft_labels()
+
+    try:
+        served = {v: probe_answers(v) for v in needed}
+        ref = served[reference]
+        probe = ProbeSet(probe_X, ref, probe_y)
+        defenses: dict[str, Any] = {}
+        for name, d in cfg.defenses.items():
+            s = served[d.variant]
+            honest = {
+                "rows": int(len(probe_X)), "agreement": round(fidelity(ref, s), 6),
+                "accuracy": None if probe_y is None else round(accuracy(probe_y, s), 6),
+                "model_accuracy": None if probe_y is None else round(accuracy(probe_y, ref), 6),
+                "mean_l1": round(mean_l1(ref, s), 6), "flagged": None, "detection": {"enabled": False},
+                "note": f"the probe rows answered through variant {d.variant!r} vs the reference {reference!r}",
+            }
+            # What is known of the deployed defense: the variant, and the tier's settings when the
+            # gateway's configuration was named (otherwise the chain is not visible from outside).
+            spec = d.model_dump(mode="json", exclude_none=True, include={"variant", "gateway", "defenses", "watermark",
+                                                                          "detection"} if d.gateway else {"variant"})
+            spec["output"] = subs[d.variant].output
+            spec["description"] = d.description or variants[d.variant].description or ""
+            defenses[name] = {"spec": spec, "honest": honest}
+
+        cells = []
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            for name, d in cfg.defenses.items():
+                keys = subs[d.variant].api_keys()
+                own = len(keys) >= len(cfg.attacks)
+                for j, attack_name in enumerate(cfg.attacks):
+                    # A variant with one key per attack keeps the attacks' accounts (detection state,
+                    # watermark record) apart; otherwise they share the variant's account(s).
+                    sub = subs[d.variant].model_copy(update={"keys": [keys[j]], "key_env": []}) if own else subs[d.variant]
+                    account = _Account(d.gateway.config, sub.api_keys()[0]) if d.gateway is not None and d.watermark else None
+                    cell = _run_cell(cfg, name, d.variant, attack_name, sub, stores[d.variant], probe, pool, ladder, price,
+                                     spend_cap_left(d.variant), account, schema)
+                    cell["account"] = "own key" if own else f"shared by the {len(cfg.attacks)} attacks on this variant"
+                    cells.append(cell)
+                    if on_cell is not None:
+                        on_cell(cell)
+        finally:
+            torch.set_num_threads(threads)
+        paid = {v: {"attack": s.paid_rows(purpose="attack"), "evaluation": s.paid_rows(purpose="evaluation")}
+                for v, s in stores.items()}
+    finally:
+        for s in stores.values():
+            s.close()
+    total = sum(p["attack"] + p["evaluation"] for p in paid.values())
+    info = {
+        "remote": tc.describe(), "schema": schema.to_dict(), "reference_variant": reference,
+        "authorization": authorization,
+        "transcripts": {v: str(p) for v, p in paths.items()},
+        "paid_queries": {"per_variant": paid, "total": total, "spend": round(total * price, 6),
+                         "note": "evaluation rows are the probe answers (one set per variant), paid but never charged "
+                                 "to an attack's budget"},
+    }
+    return {
+        "kind": "assessment-matrix",
+        "target": info,
+        "attacks": list(cfg.attacks),
+        "budgets": ladder,
+        "defenses": defenses,
+        "cells": cells,
+        "frontier": frontier(cells, defenses, ladder[-1]),
+        "probe_size": int(len(probe_X)),
+        "honest_rows": int(len(probe_X)),
+        "victim_probe_accuracy": None if probe_y is None else round(accuracy(probe_y, ref), 6),
+        "config": json.loads(cfg.model_dump_json()),
+        "seed": cfg.seed,
+        "jobs": 1,
+        "started_at": started.isoformat(timespec="seconds"),
+        "seconds": round(time.perf_counter() - t0, 3),
+        "tool": {"extractguard": __version__, "python": platform.python_version()},
+    }
+
+
+def _run_cell(cfg: Any, defense: str, variant: str, attack_name: str, sub: Any, store: Any, probe: Any,
+              pool: np.ndarray | None, ladder: list[int], price: float, spend_cap: float | None,
+              account: _Account | None, schema: Any) -> dict[str, Any]:
+    """One attack through one deployed variant: a paid extraction, scored at every budget."""
+    from extractguard.attacks import create_attack
+    from extractguard.evaluate.campaign import attack_run_name, preflight
+    from extractguard.evaluate.matrix import _enforced
+    from extractguard.oracle.remote import RemoteOracle, RemoteTarget
+
+    t_wall, t_cpu = time.perf_counter(), time.process_time()
+    target = RemoteTarget(sub, seed=cfg.seed)
+    attack = create_attack(attack_name, pool=pool, surrogate=cfg.surrogate, seed=cfg.seed)
+    points: list[dict[str, Any]] = []
+    owner_side = [0.0, 0.0]
+    error = None
+    oracle = RemoteOracle(target, store, attack_run_name(attack_name), budget=ladder[-1], price_per_query=price,
+                          spend_cap=spend_cap, purpose="attack")
+
+    def on_checkpoint(cp: Any) -> None:
+        w0, c0 = time.perf_counter(), time.process_time()
+        scores = probe.score(cp.surrogate)
+        point: dict[str, Any] = {
+            "budget": cp.budget, "queries": cp.queries,
+            "fidelity": round(float(scores["fidelity"] or 0.0), 6),
+            "accuracy": None if scores["accuracy"] is None else round(float(scores["accuracy"]), 6),
+            "spend": round(cp.queries * price, 6),
+            "watermark_p": None, "watermark_copy": None, "watermark_marked": None,
+        }
+        if account is not None:
+            point.update(account.verdict(cp.surrogate, schema, cfg.alpha))
+        points.append(point)
+        owner_side[0] += time.perf_counter() - w0
+        owner_side[1] += time.process_time() - c0
+
+    a_wall, a_cpu = time.perf_counter(), time.process_time()
+    try:
+        preflight([attack_name], target, ladder, pool=pool, surrogate=cfg.surrogate, seed=cfg.seed)  # refusals cost nothing
+        attack.fit(oracle, budget=ladder[-1], checkpoints=ladder, callback=on_checkpoint)
+    except ExtractGuardError as exc:
+        # e.g. a suspension (403) or a challenge (428) from the gateway, or an attack that needs
+        # scores against a label-only variant: the cell keeps the copies scored so far and says why.
+        error = str(exc)
+    a_wall = time.perf_counter() - a_wall - owner_side[0]
+    a_cpu = time.process_time() - a_cpu - owner_side[1]
+    detection = _observed(target.stats.refusals)
+    if error is not None and detection["responses"]:
+        last = target.stats.refusals[-1]
+        action = _detection_response(last)
+        if action is not None:  # the client's generic "check the key" line would mislead here
+            error = (f"stopped by the gateway's {action} response after {last['rows_before']} queries "
+                     f"(HTTP {last['status']}: {last['message']})")
+    stats = target.stats
+    queries = int(oracle.queries_used)
+    return {
+        "attack": attack_name,
+        "defense": defense,
+        "variant": variant,
+        "paper": attack.paper,
+        "output": sub.output,
+        "error": error,
+        "points": points,
+        "queries": queries,
+        "calls": int(oracle.stats().calls),
+        "detection": detection,
+        "enforced": _enforced(points, detection),
+        "cost": {
+            "queries": queries,
+            "spend": round(queries * price, 6),
+            "pow_hashes": 0,
+            "throttle_wait_seconds": round(stats.waited_seconds, 1),
+            "wall_seconds": round(a_wall, 3),
+            "cpu_seconds": round(a_cpu, 3),
+            "cell_wall_seconds": round(time.perf_counter() - t_wall, 3),
+            "cell_cpu_seconds": round(time.process_time() - t_cpu, 3),
+            "http": {"requests": stats.requests, "throttled": stats.throttled, "retries": stats.retries,
+                     "server_errors": stats.server_errors},
+        },
+    }
