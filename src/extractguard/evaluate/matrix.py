@@ -40,7 +40,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -50,6 +50,8 @@ from extractguard.detect.policy import ACTIONS, DetectionConfig
 from extractguard.errors import ConfigurationError, ExtractGuardError, read_yaml
 from extractguard.gateway.config import AnswerPolicy
 
+if TYPE_CHECKING:
+    from extractguard.evaluate.metrics import ProbeSet
 
 
 class _Strict(BaseModel):
@@ -477,6 +479,18 @@ def honest_utility(prep: Prepared, variant: DefenseVariant, seed: int, workdir: 
     return out
 
 
+def checkpoint_point(cp: Any, probe: ProbeSet, price_per_query: float) -> dict[str, Any]:
+    """One budget's row of a cell: the copy's scores on the held-out probe, spend, watermark slots."""
+    scores = probe.score(cp.surrogate)
+    return {
+        "budget": cp.budget, "queries": cp.queries,
+        "fidelity": round(float(scores["fidelity"] or 0.0), 6),
+        "accuracy": None if scores["accuracy"] is None else round(float(scores["accuracy"]), 6),
+        "spend": round(cp.queries * price_per_query, 6),
+        "watermark_p": None, "watermark_copy": None, "watermark_marked": None,
+    }
+
+
 def run_cell(cfg_json: str, attack_name: str, defense_name: str) -> dict[str, Any]:
     """One attack against one defense, end to end; a plain dict (crosses process boundaries)."""
     import torch
@@ -508,14 +522,7 @@ def run_cell(cfg_json: str, attack_name: str, defense_name: str) -> dict[str, An
 
             def on_checkpoint(cp: Any) -> None:
                 w0, c0 = time.perf_counter(), time.process_time()
-                scores = probe.score(cp.surrogate)
-                point: dict[str, Any] = {
-                    "budget": cp.budget, "queries": cp.queries,
-                    "fidelity": round(float(scores["fidelity"] or 0.0), 6),
-                    "accuracy": None if scores["accuracy"] is None else round(float(scores["accuracy"]), 6),
-                    "spend": round(cp.queries * cfg.price_per_query, 6),
-                    "watermark_p": None, "watermark_copy": None, "watermark_marked": None,
-                }
+                point = checkpoint_point(cp, probe, cfg.price_per_query)
                 if pipe.record is not None:
                     point.update(_watermark_point(pipe, cp.surrogate, prep.target.schema, cfg.alpha))
                 points.append(point)

@@ -324,7 +324,7 @@ def _run_cell(cfg: Any, defense: str, variant: str, attack_name: str, sub: Any, 
     """One attack through one deployed variant: a paid extraction, scored at every budget."""
     from extractguard.attacks import create_attack
     from extractguard.evaluate.campaign import attack_run_name, preflight
-    from extractguard.evaluate.matrix import _enforced
+    from extractguard.evaluate.matrix import _enforced, checkpoint_point
     from extractguard.oracle.remote import RemoteOracle, RemoteTarget
 
     t_wall, t_cpu = time.perf_counter(), time.process_time()
@@ -338,14 +338,7 @@ def _run_cell(cfg: Any, defense: str, variant: str, attack_name: str, sub: Any, 
 
     def on_checkpoint(cp: Any) -> None:
         w0, c0 = time.perf_counter(), time.process_time()
-        scores = probe.score(cp.surrogate)
-        point: dict[str, Any] = {
-            "budget": cp.budget, "queries": cp.queries,
-            "fidelity": round(float(scores["fidelity"] or 0.0), 6),
-            "accuracy": None if scores["accuracy"] is None else round(float(scores["accuracy"]), 6),
-            "spend": round(cp.queries * price, 6),
-            "watermark_p": None, "watermark_copy": None, "watermark_marked": None,
-        }
+        point = checkpoint_point(cp, probe, price)
         if account is not None:
             point.update(account.verdict(cp.surrogate, schema, cfg.alpha))
         points.append(point)
