@@ -516,29 +516,15 @@ def run_cell(cfg_json: str, attack_name: str, defense_name: str) -> dict[str, An
             ladder = list(cfg.budgets)
             oracle = Oracle(pipe, output=variant.output, budget=ladder[-1], price_per_query=cfg.price_per_query)
             attack = create_attack(attack_name, pool=prep.pool, surrogate=cfg.surrogate, seed=seed)
-            points: list[dict[str, Any]] = []
 
-            owner_side = [0.0, 0.0]  # wall, CPU spent scoring copies inside the attack's run (not the attacker's cost)
-
-            def on_checkpoint(cp: Any) -> None:
-                w0, c0 = time.perf_counter(), time.process_time()
+            def score(cp: Any) -> dict[str, Any]:
                 point = checkpoint_point(cp, probe, cfg.price_per_query)
                 if pipe.record is not None:
-                    point.update(_watermark_point(pipe, cp.surrogate, prep.target.schema, cfg.alpha))
-                points.append(point)
-                owner_side[0] += time.perf_counter() - w0
-                owner_side[1] += time.process_time() - c0
+                    point.update(watermark_point(pipe.record, pipe.account, cp.surrogate, prep.target.schema, cfg.alpha))
+                return point
 
-            error = None
-            a_wall, a_cpu = time.perf_counter(), time.process_time()
-            try:
-                attack.fit(oracle, budget=ladder[-1], checkpoints=ladder, callback=on_checkpoint)
-            except ExtractGuardError as exc:
-                # e.g. an exact attack that needs scores, against a label-only defense: the cell says so.
-                error = str(exc)
             # The attacker's own time: querying (through the simulated gateway) and training its copies.
-            a_wall = time.perf_counter() - a_wall - owner_side[0]
-            a_cpu = time.process_time() - a_cpu - owner_side[1]
+            points, error, a_wall, a_cpu = fit_scored(attack, oracle, ladder, score)
             stats = oracle.stats()
             detection = _timeline(pipe)
             if pipe.record is not None:
@@ -574,20 +560,50 @@ def run_cell(cfg_json: str, attack_name: str, defense_name: str) -> dict[str, An
     }
 
 
-def _watermark_point(pipe: PipelineTarget, surrogate: Any, schema: Any, alpha: float) -> dict[str, Any]:
+def watermark_point(record: Any, account: str, surrogate: Any, schema: Any, alpha: float) -> dict[str, Any]:
+    """The watermark verdict on a stolen copy against ``account``'s marks in ``record``."""
     from extractguard.oracle.targets import CallableTarget
     from extractguard.verify import verify_suspect
 
+    none = {"watermark_p": None, "watermark_copy": None, "watermark_marked": 0}
     try:
-        rec = pipe.record.load(pipe.account)
+        rec = record.load(account)
         if len(rec.marked_X) == 0:
-            return {"watermark_p": None, "watermark_copy": None, "watermark_marked": 0}
-        suspect = CallableTarget(surrogate.predict_proba, schema)
-        verdict = verify_suspect(suspect, [rec], alpha=alpha)
+            return none
+        verdict = verify_suspect(CallableTarget(surrogate.predict_proba, schema), [rec], alpha=alpha)
     except ConfigurationError:  # nothing marked yet (too few queries): no verdict, not a pass
-        return {"watermark_p": None, "watermark_copy": None, "watermark_marked": 0}
+        return none
     return {"watermark_p": float(verdict.p_value), "watermark_copy": bool(verdict.is_copy),
             "watermark_marked": int(len(rec.marked_X))}
+
+
+def fit_scored(attack: Any, oracle: Any, ladder: list[int], score: Callable[[Any], dict[str, Any]],
+               prepare: Callable[[], None] | None = None) -> tuple[list[dict[str, Any]], str | None, float, float]:
+    """Run ``attack`` up the budget ladder, scoring each checkpoint's copy with ``score``.
+
+    Returns the points, the error that stopped the attack (an ``ExtractGuardError``: a label-only
+    defense for an attack needing scores, a gateway's suspension...) or ``None``, and the attacker's
+    own wall and CPU seconds: the owner-side scoring inside the run is not the attacker's cost.
+    ``prepare`` (e.g. a pre-flight check) runs first, inside the same error handling.
+    """
+    points: list[dict[str, Any]] = []
+    owner_side = [0.0, 0.0]
+
+    def on_checkpoint(cp: Any) -> None:
+        w0, c0 = time.perf_counter(), time.process_time()
+        points.append(score(cp))
+        owner_side[0] += time.perf_counter() - w0
+        owner_side[1] += time.process_time() - c0
+
+    error = None
+    wall, cpu = time.perf_counter(), time.process_time()
+    try:
+        if prepare is not None:
+            prepare()
+        attack.fit(oracle, budget=ladder[-1], checkpoints=ladder, callback=on_checkpoint)
+    except ExtractGuardError as exc:
+        error = str(exc)
+    return (points, error, time.perf_counter() - wall - owner_side[0], time.process_time() - cpu - owner_side[1])
 
 
 def _enforced(points: list[dict[str, Any]], detection: dict[str, Any]) -> dict[str, Any]:

@@ -38,7 +38,7 @@ from typing import Any, Callable
 import numpy as np
 
 from extractguard import __version__
-from extractguard.errors import ConfigurationError, ExtractGuardError
+from extractguard.errors import ConfigurationError
 
 #: Fields of a defense that describe a simulated (local) pipeline: a deployed API has its own.
 LOCAL_FIELDS = ("output", "defenses", "watermark", "detection")
@@ -147,24 +147,16 @@ class _Account:
         self.record_path = gw.watermark_db_path
 
     def verdict(self, surrogate: Any, schema: Any, alpha: float) -> dict[str, Any]:
-        from extractguard.oracle.targets import CallableTarget
-        from extractguard.verify import verify_suspect
+        from extractguard.evaluate.matrix import watermark_point
         from extractguard.watermark.record import WatermarkRecord
 
-        none = {"watermark_p": None, "watermark_copy": None, "watermark_marked": 0}
         if not self.record_path.is_file():
-            return none
+            return {"watermark_p": None, "watermark_copy": None, "watermark_marked": 0}
         record = WatermarkRecord(self.record_path, read_only=True)
         try:
-            rec = record.load(self.account)
-            if len(rec.marked_X) == 0:
-                return none
-            v = verify_suspect(CallableTarget(surrogate.predict_proba, schema), [rec], alpha=alpha)
-        except ConfigurationError:  # nothing recorded yet for this account: no verdict, not a pass
-            return none
+            return watermark_point(record, self.account, surrogate, schema, alpha)
         finally:
             record.close()
-        return {"watermark_p": float(v.p_value), "watermark_copy": bool(v.is_copy), "watermark_marked": int(len(rec.marked_X))}
 
 
 def claim_transcripts(cfg: Any, workdir: Path, force: bool = False) -> dict[str, Path]:
@@ -324,37 +316,26 @@ def _run_cell(cfg: Any, defense: str, variant: str, attack_name: str, sub: Any, 
     """One attack through one deployed variant: a paid extraction, scored at every budget."""
     from extractguard.attacks import create_attack
     from extractguard.evaluate.campaign import attack_run_name, preflight
-    from extractguard.evaluate.matrix import _enforced, checkpoint_point
+    from extractguard.evaluate.matrix import _enforced, checkpoint_point, fit_scored
     from extractguard.oracle.remote import RemoteOracle, RemoteTarget
 
     t_wall, t_cpu = time.perf_counter(), time.process_time()
     target = RemoteTarget(sub, seed=cfg.seed)
     attack = create_attack(attack_name, pool=pool, surrogate=cfg.surrogate, seed=cfg.seed)
-    points: list[dict[str, Any]] = []
-    owner_side = [0.0, 0.0]
-    error = None
     oracle = RemoteOracle(target, store, attack_run_name(attack_name), budget=ladder[-1], price_per_query=price,
                           spend_cap=spend_cap, purpose="attack")
 
-    def on_checkpoint(cp: Any) -> None:
-        w0, c0 = time.perf_counter(), time.process_time()
+    def score(cp: Any) -> dict[str, Any]:
         point = checkpoint_point(cp, probe, price)
         if account is not None:
             point.update(account.verdict(cp.surrogate, schema, cfg.alpha))
-        points.append(point)
-        owner_side[0] += time.perf_counter() - w0
-        owner_side[1] += time.process_time() - c0
+        return point
 
-    a_wall, a_cpu = time.perf_counter(), time.process_time()
-    try:
-        preflight([attack_name], target, ladder, pool=pool, surrogate=cfg.surrogate, seed=cfg.seed)  # refusals cost nothing
-        attack.fit(oracle, budget=ladder[-1], checkpoints=ladder, callback=on_checkpoint)
-    except ExtractGuardError as exc:
-        # e.g. a suspension (403) or a challenge (428) from the gateway, or an attack that needs
-        # scores against a label-only variant: the cell keeps the copies scored so far and says why.
-        error = str(exc)
-    a_wall = time.perf_counter() - a_wall - owner_side[0]
-    a_cpu = time.process_time() - a_cpu - owner_side[1]
+    # A pre-flight refusal costs nothing; a suspension (403) or challenge (428) from the gateway, or
+    # an attack that needs scores against a label-only variant, ends the cell with the copies so far.
+    points, error, a_wall, a_cpu = fit_scored(
+        attack, oracle, ladder, score,
+        prepare=lambda: preflight([attack_name], target, ladder, pool=pool, surrogate=cfg.surrogate, seed=cfg.seed))
     detection = _observed(target.stats.refusals)
     if error is not None and detection["responses"]:
         last = target.stats.refusals[-1]
