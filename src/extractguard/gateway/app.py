@@ -36,7 +36,7 @@ from extractguard.errors import ExtractGuardError, InputValidationError
 from extractguard.gateway.audit import AuditLog
 from extractguard.gateway.backend import UpstreamError, UpstreamTarget, build_backend
 from extractguard.gateway.config import GatewayConfig, TierConfig
-from extractguard.gateway.detection import GatewayDetection
+from extractguard.gateway.detection import GatewayDetection, suspended_message
 from extractguard.gateway.keys import Account, KeyStore
 from extractguard.gateway.limiter import LimitsUnavailable, RateLimits
 from extractguard.gateway.logs import get_logger
@@ -331,9 +331,7 @@ def create_app(config: GatewayConfig, target: Target | None = None, owner_data: 
         if gw.detection is not None:  # a sanctioned account: suspended, challenged or throttled
             try:
                 sanction = gw.detection.admit(account.account, tier.name, n, request.headers, gw.limits.limiter)
-            except Exception as exc:  # the throttle counts on the same storage as the limits
-                if not isinstance(exc, gw.limits.storage_errors()):
-                    raise
+            except gw.limits.storage_errors() as exc:  # the throttle counts on the same storage as the limits
                 unavailable = LimitsUnavailable(f"rate-limit storage unavailable ({type(exc).__name__})")
                 sanction, down = None, storage_down(unavailable, tier.name, n)
                 if down is not None:
@@ -373,8 +371,7 @@ def create_app(config: GatewayConfig, target: Target | None = None, owner_data: 
             if escalated is not None:
                 m.detection_actions.labels(tier.name, escalated[0]).inc()
                 if escalated[0] == "suspend":  # this answer is not served either
-                    # Generic message: the evidence is in the audit log, not handed to the attacker.
-                    return refuse(403, "suspended", f"account {account.account!r} is suspended after extraction alarms; ask the operator to review it", tier.name)
+                    return refuse(403, "suspended", suspended_message(account.account), tier.name)
         p = tier.chain.apply(pred.probabilities, X, gw.rng) if tier.chain.defenses else pred.probabilities
         logits = pred.logits if not tier.chain.defenses else None
         if tier.watermark is not None:

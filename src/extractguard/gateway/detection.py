@@ -59,6 +59,11 @@ def _reference_rows(cfg: DetectionConfig, config: GatewayConfig, n_features: int
     return owner_data
 
 
+def suspended_message(account: str) -> str:
+    """What a suspended account is told: generic on purpose, the evidence stays in the audit log."""
+    return f"account {account!r} is suspended after extraction alarms; ask the operator to review it"
+
+
 class GatewayDetection:
     """Monitors for the tiers that have a ``detection:`` block, and the sanctions they decide."""
 
@@ -102,7 +107,7 @@ class GatewayDetection:
         if act == "none" or act == "flag":
             return None
         if act == "suspend":
-            return DetectionRefusal(403, "suspended", f"account {account!r} is suspended after extraction alarms; ask the operator to review it")
+            return DetectionRefusal(403, "suspended", suspended_message(account))
         if tier not in self.tiers:  # sanctioned under another tier: hold the line with its defaults
             return DetectionRefusal(403, "suspended", f"account {account!r} is under a detection sanction ({act})")
         if act == "challenge":
