@@ -168,6 +168,11 @@ def rank_test_p(ranks: np.ndarray, n_classes: int) -> float:
 WATERMARK_METHODS = ("auto", "rank", "conditional")
 
 
+def _check_method(method: str) -> None:
+    if method not in WATERMARK_METHODS:
+        raise ConfigurationError(f"unknown watermark test method {method!r}; choose one of {', '.join(WATERMARK_METHODS)}")
+
+
 def watermark_test(
     suspect: Target, record: AccountRecord, n_classes: int, beta: float = DEFAULT_BETA, method: str = "auto"
 ) -> TestResult:
@@ -176,8 +181,7 @@ def watermark_test(
     ``method``: ``"rank"`` (needs C >= 3), ``"conditional"`` (labels only), or ``"auto"``: the rank
     test when the suspect's scores are graded on every marked row, else the conditional test.
     """
-    if method not in WATERMARK_METHODS:
-        raise ConfigurationError(f"unknown watermark test method {method!r}; choose one of {', '.join(WATERMARK_METHODS)}")
+    _check_method(method)
     if len(record.marked_X) == 0:
         raise ConfigurationError(f"account {record.account!r} has no watermarked answers on record")
     scores = _scores(suspect, record.marked_X, n_classes)
@@ -297,8 +301,7 @@ def verify_suspect(
         raise ConfigurationError(f"alpha must be in (0, 1), got {alpha}")
     tests: list[TestResult] = []
     c = suspect.schema.n_classes
-    if method not in WATERMARK_METHODS:
-        raise ConfigurationError(f"unknown watermark test method {method!r}; choose one of {', '.join(WATERMARK_METHODS)}")
+    _check_method(method)
     for rec in records or []:
         width = rec.marked_X.shape[1] if len(rec.marked_X) else suspect.schema.n_features
         if width != suspect.schema.n_features:
