@@ -27,6 +27,13 @@ th{background:#f5f7fa} img{max-width:100%;border:1px solid #e3e6ec} code{backgro
 """
 
 
+def _png_bytes(fig: Figure) -> bytes:
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
 def plot_curves(assessment: Assessment) -> bytes:
     """Fidelity and accuracy vs real queries, one line per attack, as PNG bytes."""
     fig = Figure(figsize=(10, 4.2), dpi=110)
@@ -45,10 +52,7 @@ def plot_curves(assessment: Assessment) -> bytes:
         ax.set_title(title, fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
+    return _png_bytes(fig)
 
 
 def plot_variants(assessment: Assessment) -> bytes:
@@ -77,10 +81,7 @@ def plot_variants(assessment: Assessment) -> bytes:
     ax_t.set_title("Security / utility trade-off (lower right is better)", fontsize=10)
     for ax in (ax_c, ax_t):
         ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
+    return _png_bytes(fig)
 
 
 def _variants_html(a: Assessment) -> str:
@@ -203,10 +204,7 @@ _RESPONSE_STYLE = {"flag": ("o", "#d9a400"), "throttle": ("s", "#e07b00"), "chal
 
 
 def _png(fig: Figure) -> str:
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+    return base64.b64encode(_png_bytes(fig)).decode("ascii")
 
 
 def plot_matrix_curves(report: dict[str, Any]) -> str:
