@@ -30,8 +30,8 @@ from rich.console import Console
 from rich.table import Table
 
 from extractguard.attacks import create_attack
-from extractguard.defenses import DefendedTarget, build_chain, evaluate_defense
-from extractguard.evaluate import ProbeSet
+from extractguard.defenses import DefendedTarget, build_chain
+from extractguard.evaluate import ProbeSet, evaluate_defense
 from extractguard.oracle import Oracle
 from extractguard.victims import build_victim
 

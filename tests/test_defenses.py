@@ -17,11 +17,10 @@ from extractguard.defenses import (
     ReverseSigmoid,
     Temperature,
     build_chain,
-    evaluate_defense,
-    expected_calibration_error,
 )
 from extractguard.defenses.simplex import restore_argmax
 from extractguard.errors import ConfigurationError, ExtractGuardError
+from extractguard.evaluate import evaluate_defense, expected_calibration_error
 from extractguard.oracle import MemoryTranscript, Oracle
 from extractguard.victims import build_victim
 

@@ -8,7 +8,6 @@ from extractguard.defenses.mad import MAD
 from extractguard.defenses.misinformation import AdaptiveMisinformation
 from extractguard.defenses.noise import GaussianNoise
 from extractguard.defenses.reverse_sigmoid import ReverseSigmoid
-from extractguard.defenses.utility import DefenseCost, evaluate_defense, expected_calibration_error
 
 __all__ = [
     "DEFENSES",
@@ -17,11 +16,8 @@ __all__ = [
     "DefendedTarget",
     "Defense",
     "DefenseChain",
-    "DefenseCost",
     "GaussianNoise",
     "ReverseSigmoid",
     "Temperature",
     "build_chain",
-    "evaluate_defense",
-    "expected_calibration_error",
 ]

@@ -8,6 +8,7 @@ from extractguard.evaluate.assessment import (
     parse_budgets,
     run_assessment,
 )
+from extractguard.evaluate.defense_cost import DefenseCost, evaluate_defense, expected_calibration_error
 from extractguard.evaluate.metrics import ProbeSet, accuracy, fidelity, mean_kl, mean_l1
 from extractguard.evaluate.report import plot_curves, render_html, write_report
 
@@ -16,8 +17,11 @@ __all__ = [
     "Assessment",
     "AttackRun",
     "CurvePoint",
+    "DefenseCost",
     "ProbeSet",
     "accuracy",
+    "evaluate_defense",
+    "expected_calibration_error",
     "fidelity",
     "mean_kl",
     "mean_l1",

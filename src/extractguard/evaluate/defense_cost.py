@@ -5,6 +5,9 @@ reported with the same utility numbers next to the extraction fidelity it allows
 uses expected calibration error (Guo et al. 2017, "On Calibration of Modern Neural Networks"),
 negative log-likelihood and the Brier score; accuracy is measured both against the true labels
 and as top-1 agreement with the undefended model.
+
+It lives in ``evaluate`` (not ``defenses``) because it is a measurement: it scores a defense with
+the same metrics as a stolen copy, and ``evaluate`` is the layer above the defenses it measures.
 """
 
 from __future__ import annotations
