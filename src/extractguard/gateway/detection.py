@@ -49,7 +49,9 @@ def load_reference(path: Path, n_features: int) -> np.ndarray:
     return X
 
 
-def _reference_rows(cfg: DetectionConfig, config: GatewayConfig, n_features: int, owner_data: np.ndarray | None) -> np.ndarray | None:
+def reference_rows(cfg: DetectionConfig, config: GatewayConfig, n_features: int, owner_data: np.ndarray | None) -> np.ndarray | None:
+    """A tier's in-distribution reference rows: its ``reference`` file, else the victim's held-out
+    probe, else the owner's data (public: ``extractguard detect --config`` replays the same choice)."""
     if cfg.reference is not None:
         return load_reference(cfg.reference, n_features)
     if config.model.victim is not None:
@@ -75,7 +77,7 @@ class GatewayDetection:
         self.tiers: dict[str, DetectionConfig] = {n: t.detection for n, t in config.tiers.items() if t.detection is not None}
         self.monitors: dict[str, DetectionMonitor] = {}
         for name, dc in self.tiers.items():
-            ref = _reference_rows(dc, config, self.n_features, owner_data)
+            ref = reference_rows(dc, config, self.n_features, owner_data)
             if ref is None and dc.detectors is None:
                 log.warning("detection", extra={"fields": {"event": "detection_config", "tier": name, "detail":
                             "no reference data (set detection.reference): only prada and rate run"}})
