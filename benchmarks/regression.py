@@ -159,8 +159,12 @@ def flatten(prefix: str, obj: Any, out: Values) -> None:
 
 
 def by(items: list[dict[str, Any]], *keys: str) -> dict[str, dict[str, Any]]:
-    """A list of records keyed by their identifying fields, so order never matters."""
-    return {"/".join(str(it.get(k)) for k in keys): it for it in items}
+    """A list of records keyed by their identifying fields, so order never matters.
+
+    Names are keyed with '-' for '_' so that a change of spelling convention (issue 15, item 5)
+    keeps the keys: ``reverse_sigmoid`` and ``reverse-sigmoid`` are the same record.
+    """
+    return {"/".join(str(it.get(k)).replace("_", "-") for k in keys): it for it in items if isinstance(it, dict)}
 
 
 def flatten_points(prefix: str, points: list[dict[str, Any]], out: Values) -> None:
@@ -206,6 +210,14 @@ EXACT_RUNS = (  # (name, victim, attack, budgets, output)
 )
 
 
+def guarded(prefix: str, out: Values, step: Callable[[], None]) -> None:
+    """Run one extraction step; a report that cannot be read becomes a recorded error, not a crash."""
+    try:
+        step()
+    except Exception as exc:  # noqa: BLE001 - any failure is a finding to compare, not a reason to stop
+        out[f"{prefix}/error"] = f"{type(exc).__name__}: {exc}"[:300]
+
+
 def part_core(env: Env) -> Values:
     out: Values = {}
     runs = [(f"digits-mlp/{o}", "digits-mlp", list(LADDER_ATTACKS), "50,200,500", o) for o in LADDER_OUTPUTS]
@@ -218,7 +230,7 @@ def part_core(env: Env) -> Values:
             args += ["--attack", a]
         proc = env.cli(*args)
         out[f"core/{name}/exit"] = proc.returncode
-        flatten_assessment(f"core/{name}", read_report(d), out)
+        guarded(f"core/{name}", out, lambda: flatten_assessment(f"core/{name}", read_report(d), out))
     return out
 
 
@@ -520,28 +532,62 @@ RUNNERS: dict[str, Callable[[Env], Values]] = {"core": part_core, "matrix": part
                                                "corpus": part_corpus}
 
 
-def compare(current: Values, baseline: Values) -> list[str]:
-    lines = []
-    for k in sorted(set(current) | set(baseline)):
-        if k not in current:
-            lines.append(f"missing  {k}  (baseline {baseline[k]!r})")
-        elif k not in baseline:
-            lines.append(f"new      {k}  = {current[k]!r}")
-        elif json.dumps(current[k]) != json.dumps(baseline[k]):
-            lines.append(f"differs  {k}  baseline {baseline[k]!r}  now {current[k]!r}")
-    return lines
+def compare(current: Values, baseline: Values) -> tuple[list[str], list[str]]:
+    """(differences, renames).  A rename is a report field that moved to a new name next to it
+    (same parent, same value, the only candidate): the number is unchanged, only the report's
+    spelling, so it is listed but is not a difference."""
+    same = lambda a, b: json.dumps(a) == json.dumps(b)  # noqa: E731
+    missing = sorted(k for k in baseline if k not in current)
+    new = sorted(k for k in current if k not in baseline)
+    renames: list[str] = []
+    for k in list(missing):
+        parent = k.rsplit("/", 1)[0]
+        cands = [n for n in new if n.rsplit("/", 1)[0] == parent and same(current[n], baseline[k])]
+        if len(cands) == 1:
+            renames.append(f"renamed  {k} -> {cands[0]}  (same value {baseline[k]!r})")
+            missing.remove(k)
+            new.remove(cands[0])
+    lines = [f"missing  {k}  (baseline {baseline[k]!r})" for k in missing]
+    lines += [f"new      {k}  = {current[k]!r}" for k in new]
+    lines += [f"differs  {k}  baseline {baseline[k]!r}  now {current[k]!r}"
+              for k in sorted(set(current) & set(baseline)) if not same(current[k], baseline[k])]
+    return sorted(lines, key=lambda line: line.split()[1]), renames
 
 
 def summary(values: Values) -> None:
-    """A compact table: fidelity at the top budget per attack, per part."""
-    print(f"{'value':<72} {'':>12}")
-    for k in sorted(values):
-        if (re.search(r"/run/[^/]+/b\d+/fidelity$", k) and "/b50/" not in k and "/b14/" not in k
-                or re.search(r"^matrix/cell/.*/b500/(fidelity|watermark_p)$", k)
-                or re.search(r"^matrix/defense/[^/]+/honest/agreement$", k)
-                or re.search(r"^matrix/cell/.*/detection/first_flag$", k)):
-            v = values[k]
-            print(f"{k:<72} {v:>12.6g}" if isinstance(v, float) else f"{k:<72} {v!s:>12}")
+    """Compact tables of the headline numbers; the JSON holds every recorded value."""
+
+    def cell(k: str) -> str:
+        v = values.get(k)
+        return f"{v:.4f}" if isinstance(v, float) else ("-" if v is None else str(v))
+
+    def table(title: str, rows: list[str], cols: list[str], key: Callable[[str, str], str]) -> None:
+        w = max([len(r) for r in rows] + [len(title)])
+        print(f"{title:<{w}}  " + "  ".join(f"{c:>10}" for c in cols))
+        for r in rows:
+            print(f"{r:<{w}}  " + "  ".join(f"{cell(key(r, c)):>10}" for c in cols))
+        print()
+
+    core = sorted({m.group(1) + "|" + m.group(2) for k in values
+                   if (m := re.match(r"^core/(.+)/run/([^/]+)/b\d+/fidelity$", k))})
+    if core:
+        table("core: fidelity at budget", core, ["b14", "b50", "b100", "b200", "b500", "b1000", "b5000"],
+              lambda r, c: "core/{}/run/{}/{}/fidelity".format(*r.split("|"), c))
+    cells = sorted({m.group(1) for k in values if (m := re.match(r"^matrix/cell/([^/]+/[^/]+)/b500/fidelity$", k))})
+    if cells:
+        table("matrix cell (attack/defense)", cells, ["fid@500", "enforced", "wm p@500", "1st flag"],
+              lambda r, c: {"fid@500": f"matrix/cell/{r}/b500/fidelity", "enforced": f"matrix/cell/{r}/enforced/fidelity",
+                            "wm p@500": f"matrix/cell/{r}/b500/watermark_p",
+                            "1st flag": f"matrix/cell/{r}/detection/first_flag"}[c])
+    runs = sorted({m.group(1) for k in values if (m := re.match(r"^remote/variant/([^/]+/run/[^/]+)/b300/fidelity$", k))})
+    if runs:
+        table("remote variant/run/attack", runs, ["b50", "b150", "b300"], lambda r, c: f"remote/variant/{r}/{c}/fidelity")
+    statuses: dict[str, int] = {}
+    for k, v in values.items():
+        if k.startswith("corpus/") and k.endswith("/status") and not k.startswith("corpus/metrics/"):
+            statuses[str(v)] = statuses.get(str(v), 0) + 1
+    if statuses:
+        print("corpus: responses by status " + ", ".join(f"{s} x{n}" for s, n in sorted(statuses.items())))
     counts: dict[str, int] = {}
     for k in values:
         counts[k.split("/")[0]] = counts.get(k.split("/")[0], 0) + 1
@@ -574,7 +620,12 @@ def main() -> int:
         for p in parts:
             t0 = time.perf_counter()
             print(f"[{p}]", flush=True)
-            part_values = RUNNERS[p](env)
+            part_values: Values = {}
+            try:
+                part_values = RUNNERS[p](env)
+            except Exception as exc:  # noqa: BLE001 - record it and go on with the other parts
+                part_values[f"{p}/error"] = f"{type(exc).__name__}: {exc}"[:300]
+                print(f"[{p}] failed: {exc}", flush=True)
             walls[p] = round(time.perf_counter() - t0, 1)
             print(f"[{p}] {len(part_values)} values in {walls[p]:.0f} s", flush=True)
             values.update(part_values)
@@ -597,13 +648,14 @@ def main() -> int:
     if baseline is None:
         return 0
     base_values = {k: v for k, v in baseline["values"].items() if k.split("/")[0] in parts}
-    diffs = compare(values, base_values)
-    for line in diffs:
+    diffs, renames = compare(values, base_values)
+    for line in renames + diffs:
         print(line)
     if diffs:
         print(f"{len(diffs)} of {len(set(values) | set(base_values))} values differ from {args.compare}")
         return 1
-    print(f"identical: {len(values)} values")
+    extra = f" ({len(renames)} of them under a renamed report field, listed above)" if renames else ""
+    print(f"identical: {len(base_values)} values{extra}")
     return 0
 
 
