@@ -26,6 +26,13 @@ independent processes whose results do not depend on scheduling.
 
 A deployed API (``target: {remote: target.yaml}``) is measured over HTTP instead, one cell at a
 time, each defense being a variant (API key) of target.yaml: :mod:`extractguard.evaluate.matrix_remote`.
+
+Where each part lives: ``matrix_config`` (assess.yaml, validated once), ``matrix_data`` (the
+target and its held-out and honest rows), ``cell_pipeline`` (a cell's answer pipeline),
+``honest`` (honest-user utility), ``ladder`` (climbing the budget ladder and scoring each
+checkpoint, shared with the assessment and the remote campaign), ``matrix_cell`` (one local
+cell), ``frontier``, ``matrix_report`` and ``results`` (the typed report).  This module runs
+the grid, here or in a process pool.
 """
 
 from __future__ import annotations
