@@ -158,8 +158,6 @@ def load_matrix_config(path: Path | str) -> MatrixConfig:
     base = p.resolve().parent
     t = cfg.target
     if t.remote is not None:
-        from extractguard.evaluate.matrix_remote import resolve_remote
-
         return resolve_remote(cfg, base, p.name)
     for field in ("model", "attacker_data", "probe_data", "owner_data"):
         val = getattr(t, field)
@@ -203,3 +201,52 @@ def parse_matrix_config(data: Any, source: str = "assessment config") -> MatrixC
         return MatrixConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigurationError(f"{source}: {_format_error(exc)}") from None
+
+
+#: Fields of a defense that describe a simulated (local) pipeline: a deployed API has its own.
+LOCAL_FIELDS = ("output", "defenses", "watermark", "detection")
+
+
+def resolve_remote(cfg: Any, base: Path, source: str) -> Any:
+    """Validate an ``assess.yaml`` whose target is remote; paths become absolute."""
+    from extractguard.oracle.target_config import load_target_config
+
+    t = cfg.target
+    assert t.remote is not None
+    if not t.remote.is_absolute():
+        t.remote = base / t.remote
+    for name in ("honest", "attacker_rows_per_second", "price_per_query"):
+        if name in cfg.model_fields_set:
+            where = "target.yaml (price_per_query:)" if name == "price_per_query" else "the deployed API"
+            raise ConfigurationError(f"{source}: {name}: with target.remote this comes from {where}; drop it")
+    try:
+        tc = load_target_config(t.remote)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{source}: target.remote: {exc}") from None
+    if not tc.variants:
+        raise ConfigurationError(f"{source}: target {t.remote.name} has no variants: a remote matrix needs one variant "
+                                 "(an API key per deployed tier) per defense, the first being the reference")
+    known = {v.name: v for v in tc.variants}
+    if tc.budget is not None and cfg.budgets[-1] > tc.budget:
+        raise ConfigurationError(f"{source}: budget {cfg.budgets[-1]} exceeds the target's budget of {tc.budget} "
+                                 f"queries per attack ({t.remote.name})")
+    for name, d in list(cfg.defenses.items()):
+        local = [f for f in LOCAL_FIELDS if f in d.model_fields_set]
+        if local:
+            raise ConfigurationError(f"{source}: defenses.{name}: {', '.join(local)} describe a simulated defense; a remote "
+                                     "target's defenses are deployed: use {variant: NAME} (and gateway: {config, tier})")
+        if d.variant is None:
+            raise ConfigurationError(f"{source}: defenses.{name}: a remote target needs variant: NAME "
+                                     f"(variants of {t.remote.name}: {', '.join(known)})")
+        if d.variant not in known:
+            raise ConfigurationError(f"{source}: defenses.{name}: {t.remote.name} has no variant {d.variant!r} "
+                                     f"(variants: {', '.join(known)})")
+        if d.gateway is not None:
+            resolved = from_gateway(name, d, base, source)
+            served = known[d.variant].output or tc.output
+            if resolved.output != served:
+                raise ConfigurationError(f"{source}: defenses.{name}: variant {d.variant!r} reads {served!r} answers but "
+                                         f"tier {d.gateway.tier!r} serves {resolved.output!r}")
+            cfg.defenses[name] = resolved
+    cfg.jobs = 1  # paid queries and rate limits: cells run one at a time
+    return cfg
