@@ -126,14 +126,19 @@ def assess(
     from extractguard.attacks import ATTACKS
     from extractguard.evaluate.budgets import parse_budgets
     from extractguard.oracle.answer import OutputSpec
+    from extractguard.surrogates import check_surrogate
+    from extractguard.victims.names import parse_victim_name
 
     ladder = parse_budgets(budgets)
     spec = OutputSpec.parse(output)
     names = [ATTACKS.canonical(n) for n in attack or ["random", "knockoff"]]
+    check_surrogate(surrogate)
     if price < 0:
         raise ConfigurationError("--price must be >= 0")
     shape = _parse_shape(input_shape)
-    if model is not None:
+    if model is None:
+        parse_victim_name(victim)
+    else:
         if attacker_data is None:
             raise ConfigurationError("--model needs --attacker-data: the natural inputs an attacker would hold")
         check_readable_file(model, "model", ModelLoadError)

@@ -26,7 +26,10 @@ def assess_remote(
     from extractguard.evaluate.budgets import parse_budgets
     from extractguard.oracle.target_config import load_target_config
 
-    parse_budgets(budgets)  # a usage error, answered before the config is read
+    from extractguard.surrogates import check_surrogate
+
+    parse_budgets(budgets)  # usage errors, answered before the config is read
+    check_surrogate(surrogate)
     names = [ATTACKS.canonical(n) for n in attacks] if attacks else None
     config = load_target_config(target_file)
     names = names or (["random", "knockoff"] if config.attacker_data else ["random"])
