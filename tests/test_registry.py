@@ -103,3 +103,13 @@ def test_cli_prints_one_warning_line_per_old_name(tmp_path: Path) -> None:
         "warning: defense name 'reverse_sigmoid' is deprecated; write 'reverse-sigmoid'",
         "warning: defense name 'gaussian_noise' is deprecated; write 'gaussian-noise'",
     ], r.stderr
+
+
+def test_listing_commands_print_the_registries(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(SRC), "COLUMNS": "250"}
+    for command, registry in (("defenses", DEFENSES), ("detectors", DETECTORS)):
+        r = subprocess.run([sys.executable, "-m", "extractguard", command], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        for entry in registry.entries():
+            assert entry.name in r.stdout and entry.summary in r.stdout

@@ -230,6 +230,33 @@ def list_attacks() -> None:
     console.print(table)
 
 
+def _list_registry(title: str, registry: Any, data_column: str) -> None:
+    table = Table(title=title)
+    for col in ("name", "what it does", data_column, "paper"):
+        table.add_column(col)
+    for entry in registry.entries():
+        table.add_row(entry.name, entry.summary, "yes" if entry.needs_data else "no", entry.paper)
+    console.print(table)
+
+
+@app.command("defenses")
+@user_errors
+def list_defenses() -> None:
+    """List the output defenses (the names of a tier's defenses: chain)."""
+    from extractguard.defenses import DEFENSES
+
+    _list_registry("Output defenses", DEFENSES, "fitted on owner data")
+
+
+@app.command("detectors")
+@user_errors
+def list_detectors() -> None:
+    """List the extraction detectors (the names of a tier's detection: detectors)."""
+    from extractguard.detect import DETECTORS
+
+    _list_registry("Extraction detectors", DETECTORS, "needs reference data")
+
+
 @app.command("victims")
 @user_errors
 def list_victims_cmd() -> None:
