@@ -25,7 +25,6 @@ def assess_remote(
     from extractguard.errors import ConfigurationError
     from extractguard.evaluate.budgets import parse_budgets
     from extractguard.oracle.target_config import load_target_config
-
     from extractguard.surrogates import check_surrogate
 
     parse_budgets(budgets)  # usage errors, answered before the config is read

@@ -22,6 +22,7 @@ from extractguard.detect.base import Detector, Observation, Reference, Signal, S
 from extractguard.detect.store import DetectionStore
 from extractguard.errors import ConfigurationError
 
+
 @dataclass
 class Risk:
     """An account's combined risk: ``level`` >= 1 means at least one signal fired."""
