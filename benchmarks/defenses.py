@@ -38,18 +38,18 @@ from extractguard.victims import build_victim
 #: (label, chain spec) pairs; every defense at two or three settings.
 SETTINGS: list[tuple[str, list[dict[str, Any]]]] = [
     ("none", []),
-    ("noise σ=0.05", [{"name": "gaussian_noise", "sigma": 0.05}]),
-    ("noise σ=0.2", [{"name": "gaussian_noise", "sigma": 0.2}]),
-    ("noise logits σ=3 keep-argmax", [{"name": "gaussian_noise", "sigma": 3.0, "space": "logits", "keep_argmax": True}]),
-    ("reverse_sigmoid β=0.1 γ=1", [{"name": "reverse_sigmoid", "beta": 0.1, "gamma": 1.0}]),
-    ("reverse_sigmoid β=0.3 γ=5", [{"name": "reverse_sigmoid", "beta": 0.3, "gamma": 5.0}]),
-    ("reverse_sigmoid β=0.7 γ=0.2", [{"name": "reverse_sigmoid", "beta": 0.7, "gamma": 0.2}]),
+    ("noise σ=0.05", [{"name": "gaussian-noise", "sigma": 0.05}]),
+    ("noise σ=0.2", [{"name": "gaussian-noise", "sigma": 0.2}]),
+    ("noise logits σ=3 keep-argmax", [{"name": "gaussian-noise", "sigma": 3.0, "space": "logits", "keep_argmax": True}]),
+    ("reverse_sigmoid β=0.1 γ=1", [{"name": "reverse-sigmoid", "beta": 0.1, "gamma": 1.0}]),
+    ("reverse_sigmoid β=0.3 γ=5", [{"name": "reverse-sigmoid", "beta": 0.3, "gamma": 5.0}]),
+    ("reverse_sigmoid β=0.7 γ=0.2", [{"name": "reverse-sigmoid", "beta": 0.7, "gamma": 0.2}]),
     ("mad ε=0.5", [{"name": "mad", "epsilon": 0.5}]),
     ("mad ε=1.0", [{"name": "mad", "epsilon": 1.0}]),
     ("mad-argmax ε=0.5", [{"name": "mad", "epsilon": 0.5, "argmax": True}]),
     ("mad-argmax ε=1.0", [{"name": "mad", "epsilon": 1.0, "argmax": True}]),
-    ("adaptive_misinf τ=0.7 ν=100", [{"name": "adaptive_misinformation", "tau": 0.7, "nu": 100}]),
-    ("adaptive_misinf τ=0.9 ν=100", [{"name": "adaptive_misinformation", "tau": 0.9, "nu": 100}]),
+    ("adaptive_misinf τ=0.7 ν=100", [{"name": "adaptive-misinformation", "tau": 0.7, "nu": 100}]),
+    ("adaptive_misinf τ=0.9 ν=100", [{"name": "adaptive-misinformation", "tau": 0.9, "nu": 100}]),
 ]
 
 #: victim -> (budgets, attacks).  digits' attacker pool has 719 rows, hence its smaller budgets.

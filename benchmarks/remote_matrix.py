@@ -46,7 +46,7 @@ TIERS: dict[str, dict[str, Any]] = {
     "open": {"output": "probabilities"},
     "rounded": {"output": "rounded:1"},
     "label": {"output": "label"},
-    "reverse-sigmoid": {"output": "probabilities", "defenses": [{"name": "reverse_sigmoid", "beta": 0.7, "gamma": 0.2}]},
+    "reverse-sigmoid": {"output": "probabilities", "defenses": [{"name": "reverse-sigmoid", "beta": 0.7, "gamma": 0.2}]},
     "mad-argmax": {"output": "probabilities", "defenses": [{"name": "mad", "epsilon": 1.0, "argmax": True}]},
     "watermark": {"output": "probabilities", "watermark": {"fraction": 0.05}},
 }

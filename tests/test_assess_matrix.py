@@ -296,14 +296,14 @@ def test_model_file_target(tmp_path: Path) -> None:
 def test_defense_taken_from_a_gateway_tier(tmp_path: Path) -> None:
     write(tmp_path / "gw.yaml", {"model": {"victim": "breast_cancer-logreg"}, "state_dir": "state",
                                  "tiers": {"free": {"output": "label", "limits": ["60/minute"]},
-                                           "pro": {"output": "rounded:2", "defenses": [{"name": "gaussian_noise", "sigma": 0.05}],
+                                           "pro": {"output": "rounded:2", "defenses": [{"name": "gaussian-noise", "sigma": 0.05}],
                                                    "watermark": {"fraction": 0.05}}}})
     grid = {**GRID, "defenses": {"free": {"gateway": {"config": "gw.yaml", "tier": "free"}},
                                  "pro": {"gateway": {"config": "gw.yaml", "tier": "pro"}}}}
     cfg = load_matrix_config(write(tmp_path / "assess.yaml", grid))
     assert cfg.defenses["free"].output == "label" and cfg.defenses["free"].watermark is None
     pro = cfg.defenses["pro"]
-    assert (pro.output, pro.defenses[0]["name"], pro.watermark.fraction) == ("rounded:2", "gaussian_noise", 0.05)
+    assert (pro.output, pro.defenses[0]["name"], pro.watermark.fraction) == ("rounded:2", "gaussian-noise", 0.05)
     assert "tier pro of gw.yaml" in pro.description
     for change, message in [
         ({"gateway": {"config": "gw.yaml", "tier": "gold"}}, "gateway gw.yaml has no tier 'gold' (tiers: free, pro)"),

@@ -236,4 +236,4 @@ def test_force_discards_and_pays_again_reference_fetched_when_not_a_defense(run:
 def test_shipped_remote_example_is_valid() -> None:
     cfg = load_matrix_config(Path(__file__).parent.parent / "examples" / "assess-remote.yaml")
     assert cfg.target.remote is not None and cfg.jobs == 1
-    assert cfg.defenses["reverse-sigmoid"].defenses == [{"name": "reverse_sigmoid", "beta": 0.7, "gamma": 0.2}]
+    assert cfg.defenses["reverse-sigmoid"].defenses == [{"name": "reverse-sigmoid", "beta": 0.7, "gamma": 0.2}]

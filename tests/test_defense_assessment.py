@@ -24,8 +24,8 @@ from gateway_helpers import UvicornThread
 
 TIERS = {
     "open": {"output": "probabilities"},
-    "reverse-sigmoid": {"output": "probabilities", "defenses": [{"name": "reverse_sigmoid", "beta": 0.7, "gamma": 0.4}]},
-    "noise": {"output": "probabilities", "defenses": [{"name": "gaussian_noise", "sigma": 0.3}]},
+    "reverse-sigmoid": {"output": "probabilities", "defenses": [{"name": "reverse-sigmoid", "beta": 0.7, "gamma": 0.4}]},
+    "noise": {"output": "probabilities", "defenses": [{"name": "gaussian-noise", "sigma": 0.3}]},
     "label-only": {"output": "label"},
 }
 

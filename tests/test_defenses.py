@@ -61,7 +61,7 @@ def _victim_probs(digits):
 
 
 def test_every_defense_is_registered():
-    assert {"temperature", "gaussian_noise", "reverse_sigmoid", "mad", "adaptive_misinformation"} <= set(DEFENSES)
+    assert {"temperature", "gaussian-noise", "reverse-sigmoid", "mad", "adaptive-misinformation"} <= set(DEFENSES)
 
 
 @pytest.mark.parametrize("key", ["temperature", "noise_p", "noise_logits_keep", "noise_p_keep", "reverse_sigmoid", "mad", "mad_argmax", "am"])
@@ -118,7 +118,7 @@ def test_defended_target_is_reproducible_and_fitting_is_deterministic(digits):
     v, owner, X, _ = digits
     runs = []
     for _ in range(2):
-        chain = build_chain([{"name": "mad", "epsilon": 0.4, "student_steps": 50}, {"name": "gaussian_noise", "sigma": 0.05}])
+        chain = build_chain([{"name": "mad", "epsilon": 0.4, "student_steps": 50}, {"name": "gaussian-noise", "sigma": 0.05}])
         chain.fit(v.target, owner)
         runs.append(DefendedTarget(v.target, chain, seed=3).predict(X).probabilities)
     np.testing.assert_array_equal(runs[0], runs[1])
@@ -205,19 +205,19 @@ def test_build_chain_from_yaml_like_dicts(digits):
         """
         - name: temperature
           temperature: 2
-        - name: reverse_sigmoid
+        - name: reverse-sigmoid
           beta: 0.2
           gamma: 1e-1      # PyYAML reads this as a string
-        - name: gaussian_noise
+        - name: gaussian-noise
           sigma: 0.01
           space: logits
           keep_argmax: yes
         - {name: mad, epsilon: 0.3, argmax: "true", student_steps: 20}
-        - {name: adaptive_misinformation, tau: 0.6, nu: 30, misinformation_steps: 20}
+        - {name: adaptive-misinformation, tau: 0.6, nu: 30, misinformation_steps: 20}
         """
     )
     chain = build_chain(specs)
-    assert [d.name for d in chain.defenses] == ["temperature", "reverse_sigmoid", "gaussian_noise", "mad", "adaptive_misinformation"]
+    assert [d.name for d in chain.defenses] == ["temperature", "reverse-sigmoid", "gaussian-noise", "mad", "adaptive-misinformation"]
     assert chain.defenses[1].gamma == pytest.approx(0.1)
     assert chain.defenses[2].keep_argmax is True and chain.defenses[3].argmax is True
     described = chain.describe()
@@ -230,18 +230,18 @@ def test_build_chain_from_yaml_like_dicts(digits):
 @pytest.mark.parametrize(
     "spec, fragment",
     [
-        ({"name": "gaussian_noise", "sigma": 0}, "sigma must be > 0"),
-        ({"name": "gaussian_noise", "sigma": "lots"}, "sigma must be a number"),
-        ({"name": "gaussian_noise", "space": "pixels"}, "space must be one of"),
-        ({"name": "gaussian_noise", "keep_argmax": "maybe"}, "keep_argmax must be true or false"),
-        ({"name": "reverse_sigmoid", "beta": -1}, "beta must be > 0"),
-        ({"name": "reverse_sigmoid", "gamma": float("nan")}, "gamma must be finite"),
+        ({"name": "gaussian-noise", "sigma": 0}, "sigma must be > 0"),
+        ({"name": "gaussian-noise", "sigma": "lots"}, "sigma must be a number"),
+        ({"name": "gaussian-noise", "space": "pixels"}, "space must be one of"),
+        ({"name": "gaussian-noise", "keep_argmax": "maybe"}, "keep_argmax must be true or false"),
+        ({"name": "reverse-sigmoid", "beta": -1}, "beta must be > 0"),
+        ({"name": "reverse-sigmoid", "gamma": float("nan")}, "gamma must be finite"),
         ({"name": "mad", "epsilon": 3}, "epsilon must be <= 2"),
         ({"name": "mad", "epsilon": 0}, "epsilon must be > 0"),
         ({"name": "mad", "student_steps": 2.5}, "student_steps must be an integer"),
-        ({"name": "adaptive_misinformation", "tau": 1.0}, "tau must be < 1"),
-        ({"name": "adaptive_misinformation", "nu": 0}, "nu must be > 0"),
-        ({"name": "adaptive_misinformation", "sharpness": 3}, "unexpected keyword"),
+        ({"name": "adaptive-misinformation", "tau": 1.0}, "tau must be < 1"),
+        ({"name": "adaptive-misinformation", "nu": 0}, "nu must be > 0"),
+        ({"name": "adaptive-misinformation", "sharpness": 3}, "unexpected keyword"),
         ({"name": "jpeg"}, "unknown defense 'jpeg'"),
         ({"sigma": 1}, "needs a 'name'"),
     ],

@@ -1,12 +1,14 @@
 """The ``extractguard`` command.  Thin: each command maps to one library call.
 
 User mistakes (bad files, wrong widths, unknown names) end with a one-line ``error:`` message
-and exit code 2, never a traceback.
+and exit code 2, never a traceback.  Commands check their arguments and files before they import
+torch, scikit-learn, scipy or matplotlib, so a mistake is answered at once (benchmarks/startup.py).
 """
 
 from __future__ import annotations
 
 import functools
+import warnings
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional, TypeVar
 
@@ -17,7 +19,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from extractguard import __version__
-from extractguard.errors import ConfigurationError, ExtractGuardError
+from extractguard.errors import ConfigurationError, DataLoadError, ExtractGuardError, ModelLoadError, check_readable_file
+from extractguard.registry import DeprecatedNameWarning
 
 app = typer.Typer(
     name="extractguard",
@@ -33,16 +36,28 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def user_errors(fn: F) -> F:
-    """Turn :class:`ExtractGuardError` into one ``error:`` line on stderr and exit code 2."""
+    """Turn :class:`ExtractGuardError` into one ``error:`` line on stderr and exit code 2, and
+    an old spelling of a name (:class:`DeprecatedNameWarning`) into one ``warning:`` line."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except ExtractGuardError as exc:
-            # escape: messages quote user input and pip extras like 'extractguard[text]', not markup
-            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
+        with warnings.catch_warnings():
+            shown = warnings.showwarning
+
+            def show(message: Warning | str, category: type[Warning], *rest: Any, **kw: Any) -> None:
+                if issubclass(category, DeprecatedNameWarning):
+                    err_console.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
+                else:
+                    shown(message, category, *rest, **kw)
+
+            warnings.showwarning = show
+            warnings.simplefilter("default", DeprecatedNameWarning)
+            try:
+                return fn(*args, **kwargs)
+            except ExtractGuardError as exc:
+                # escape: messages quote user input and pip extras like 'extractguard[text]', not markup
+                err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+                raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -84,8 +99,6 @@ def assess(
     force: Annotated[bool, typer.Option("--force", help="With --config and a remote target: discard the transcripts of an earlier run in --out and pay again.")] = False,
 ) -> None:
     """Run extraction attacks at a ladder of budgets and report fidelity vs queries."""
-    import numpy as np
-
     if config is not None:
         from extractguard.cli.matrix import assess_matrix
 
@@ -109,29 +122,44 @@ def assess(
     if resume:
         raise ConfigurationError("--resume only applies to remote campaigns (--target target.yaml)")
 
-    from extractguard.attacks import ATTACKS, create_attack
-    from extractguard.data.files import load_table
-    from extractguard.evaluate import ProbeSet, parse_budgets, run_assessment, write_report
-    from extractguard.oracle import OutputSpec
+    # Every check that needs no model comes first, importing nothing heavy (numpy at most).
+    from extractguard.attacks import ATTACKS
+    from extractguard.evaluate.budgets import parse_budgets
+    from extractguard.oracle.answer import OutputSpec
+    from extractguard.surrogates import check_surrogate
+    from extractguard.victims.names import parse_victim_name
 
     ladder = parse_budgets(budgets)
     spec = OutputSpec.parse(output)
-    names = attack or ["random", "knockoff"]
-    for n in names:
-        if n.strip().lower() not in ATTACKS:
-            raise ConfigurationError(f"unknown attack {n!r}; available: {', '.join(ATTACKS)}")
+    names = [ATTACKS.canonical(n) for n in attack or ["random", "knockoff"]]
+    check_surrogate(surrogate)
     if price < 0:
         raise ConfigurationError("--price must be >= 0")
+    shape = _parse_shape(input_shape)
+    if model is None:
+        parse_victim_name(victim)
+    else:
+        if attacker_data is None:
+            raise ConfigurationError("--model needs --attacker-data: the natural inputs an attacker would hold")
+        check_readable_file(model, "model", ModelLoadError)
+        check_readable_file(attacker_data, "attacker data", DataLoadError)
+        if probe_data is not None:
+            check_readable_file(probe_data, "probe data", DataLoadError)
+
+    import numpy as np
+
+    from extractguard.attacks import create_attack
+    from extractguard.data.files import load_table
+    from extractguard.evaluate import ProbeSet, run_assessment, write_report
 
     if model is not None:
         from extractguard.oracle.loading import build_target, load_model_file
 
-        if attacker_data is None:
-            raise ConfigurationError("--model needs --attacker-data: the natural inputs an attacker would hold")
+        assert attacker_data is not None  # checked above
         with console.status(f"loading {model.name}"):
             loaded = load_model_file(model)
             pool_X, _ = load_table(attacker_data, what="attacker data")
-            target = build_target(loaded, pool_X, _parse_shape(input_shape), n_classes, low, high)
+            target = build_target(loaded, pool_X, shape, n_classes, low, high)
             pool_X = target.schema.validate(pool_X, what="attacker data")
             if probe_data is not None:
                 probe_X, probe_y = load_table(probe_data, what="probe data")
@@ -197,9 +225,36 @@ def list_attacks() -> None:
     table.add_column("name")
     table.add_column("needs attacker data")
     table.add_column("paper")
-    for name, cls in ATTACKS.items():
-        table.add_row(name, "yes" if cls.needs_pool else "no", cls.paper)
+    for entry in ATTACKS.entries():  # the registry's metadata: no attack module is imported
+        table.add_row(entry.name, "yes" if entry.needs_data else "no", entry.paper)
     console.print(table)
+
+
+def _list_registry(title: str, registry: Any, data_column: str) -> None:
+    table = Table(title=title)
+    for col in ("name", "what it does", data_column, "paper"):
+        table.add_column(col)
+    for entry in registry.entries():
+        table.add_row(entry.name, entry.summary, "yes" if entry.needs_data else "no", entry.paper)
+    console.print(table)
+
+
+@app.command("defenses")
+@user_errors
+def list_defenses() -> None:
+    """List the output defenses (the names of a tier's defenses: chain)."""
+    from extractguard.defenses import DEFENSES
+
+    _list_registry("Output defenses", DEFENSES, "fitted on owner data")
+
+
+@app.command("detectors")
+@user_errors
+def list_detectors() -> None:
+    """List the extraction detectors (the names of a tier's detection: detectors)."""
+    from extractguard.detect import DETECTORS
+
+    _list_registry("Extraction detectors", DETECTORS, "needs reference data")
 
 
 @app.command("victims")

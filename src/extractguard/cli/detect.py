@@ -74,17 +74,20 @@ def register(app: typer.Typer) -> None:
         """Rank the accounts of a request log by extraction risk, with the evidence."""
         from rich.markup import escape
 
+        from extractguard.detect import DETECTORS
+
+        chosen = [DETECTORS.canonical(n) for n in detectors.split(",")] if detectors else None  # a usage error first
+
         from extractguard.detect import build_monitor
         from extractguard.detect.logs import read_log, scan
-        from extractguard.detect.monitor import DETECTORS
 
         target, ref, dc = _monitor_inputs(config, victim, tier, reference)
         requests = read_log(log)
         has_inputs = any(r.X is not None for r in requests)
         base = baseline if baseline is not None else (dc.baseline_rows_per_hour if dc else None)
-        names = detectors.split(",") if detectors else (dc.detectors if dc and dc.detectors else None)
+        names = chosen or (dc.detectors if dc and dc.detectors else None)
         if names is None:
-            names = [d for d in DETECTORS if (d != "rate" or base is not None) and (d in ("prada", "rate") or ref is not None)
+            names = [d for d in DETECTORS if (d != "rate" or base is not None) and (not DETECTORS.entry(d).needs_data or ref is not None)
                      and (d not in ("prada", "inputs") or has_inputs)]
         if target is None:
             from extractguard.detect.monitor import DetectionMonitor, build_detectors

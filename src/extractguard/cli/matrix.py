@@ -27,7 +27,6 @@ def assess_matrix(config_path: Path, fail_if: list[str], out: Path, console: Con
     from extractguard.errors import ConfigurationError
     from extractguard.evaluate.gate import evaluate_rules, parse_rules
     from extractguard.evaluate.matrix import load_matrix_config, run_matrix
-    from extractguard.evaluate.report import write_matrix_report
 
     cfg = load_matrix_config(config_path)
     rules = parse_rules(fail_if, cfg.budgets, cfg.attacks, list(cfg.defenses))
@@ -57,6 +56,8 @@ def assess_matrix(config_path: Path, fail_if: list[str], out: Path, console: Con
                 progress.console.print(f"cell {line}", highlight=False)
 
         report = run_matrix(cfg, on_cell=on_cell, workdir=out, force=force)
+    from extractguard.evaluate.report import write_matrix_report  # matplotlib: only once there is a report
+
     json_path, html_path = write_matrix_report(report, out)
 
     top = cfg.budgets[-1]

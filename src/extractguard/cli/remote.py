@@ -21,15 +21,24 @@ def assess_remote(
     console: Console,
 ) -> None:
     """Load and validate the target, run the campaign with a live progress bar, write the report."""
+    from extractguard.attacks import ATTACKS
     from extractguard.errors import ConfigurationError
+    from extractguard.evaluate.budgets import parse_budgets
+    from extractguard.oracle.target_config import load_target_config
+    from extractguard.surrogates import check_surrogate
+
+    parse_budgets(budgets)  # usage errors, answered before the config is read
+    check_surrogate(surrogate)
+    names = [ATTACKS.canonical(n) for n in attacks] if attacks else None
+    config = load_target_config(target_file)
+    names = names or (["random", "knockoff"] if config.attacker_data else ["random"])
+
+    # Arguments and files are valid: now load the campaign code (torch, scikit-learn, matplotlib).
     from extractguard.evaluate import write_report
     from extractguard.evaluate.campaign import PROBE_RUN, attack_run_name, campaign_budgets, run_campaign
     from extractguard.evaluate.comparison import run_variant_comparison
-    from extractguard.oracle.target_config import load_target_config
 
-    config = load_target_config(target_file)
     ladder = campaign_budgets(config, budgets)
-    names = attacks or (["random", "knockoff"] if config.attacker_data else ["random"])
     auth = config.authorization
     console.print(
         f"target {config.endpoint()} ({config.protocol}, {config.output}); authorised by {auth.owner}: "

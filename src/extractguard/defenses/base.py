@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from extractguard.defenses import DEFENSES
 from extractguard.errors import ConfigurationError
 from extractguard.oracle.answer import softmax
 from extractguard.oracle.schema import InputSchema
@@ -50,10 +51,6 @@ class Temperature(Defense):
         return softmax(np.log(np.clip(probabilities, 1e-300, None)) / self.temperature)
 
 
-#: Defense classes by configuration name; defense modules register themselves here.
-DEFENSES: dict[str, type[Defense]] = {Temperature.name: Temperature}
-
-
 @dataclass
 class DefenseChain:
     """Defenses applied in order."""
@@ -82,14 +79,19 @@ def build_chain(specs: list[dict[str, Any]] | None) -> DefenseChain:
         if not isinstance(spec, dict) or "name" not in spec:
             raise ConfigurationError(f"each defense needs a 'name', got {spec!r}")
         params = {k: v for k, v in spec.items() if k != "name"}
-        cls = DEFENSES.get(str(spec["name"]))
-        if cls is None:
-            raise ConfigurationError(f"unknown defense {spec['name']!r}; available: {', '.join(sorted(DEFENSES))}")
+        name = DEFENSES.canonical(str(spec["name"]))
         try:
-            chain.defenses.append(cls(**params))
+            chain.defenses.append(DEFENSES.load(name)(**params))
         except TypeError as exc:
-            raise ConfigurationError(f"defense {spec['name']!r}: {exc}") from None
+            raise ConfigurationError(f"defense {name!r}: {exc}") from None
     return chain
+
+
+def canonical_specs(specs: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """Validate defense specs (by building them) and return them with canonical names, so a
+    config read once carries the spelling reports and dumps should show."""
+    build_chain(specs)
+    return [{**spec, "name": DEFENSES.resolve(str(spec["name"]))} for spec in specs or []]
 
 
 class DefendedTarget:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from extractguard.defenses.base import DEFENSES, Defense
+from extractguard.defenses.base import Defense
 from extractguard.defenses.owner_models import fit_student, owner_rows
 from extractguard.defenses.simplex import as_bool, as_float, as_int
 from extractguard.errors import ConfigurationError
@@ -93,6 +93,3 @@ class MAD(Defense):
         out = cand[np.arange(n), best]
         out = np.clip(out, 0.0, None)
         return out / out.sum(axis=1, keepdims=True)
-
-
-DEFENSES[MAD.name] = MAD

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import expit
 
-from extractguard.defenses.base import DEFENSES, Defense
+from extractguard.defenses.base import Defense
 from extractguard.defenses.owner_models import WrongModel, owner_rows
 from extractguard.defenses.simplex import as_float, as_int
 from extractguard.errors import ConfigurationError
@@ -36,7 +36,7 @@ class AdaptiveMisinformation(Defense):
     seed: seeds the misinformation model.
     """
 
-    name = "adaptive_misinformation"
+    name = "adaptive-misinformation"
 
     def __init__(self, tau: float = 0.9, nu: float = 100.0, misinformation_steps: int = 300, seed: int = 0) -> None:
         self.tau = as_float(self.name, "tau", tau, low=0.0, high=1.0, low_open=True, high_open=True)
@@ -57,12 +57,9 @@ class AdaptiveMisinformation(Defense):
     def apply(self, probabilities: np.ndarray, X: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if not hasattr(self, "misinformation_"):
             raise ConfigurationError(
-                "defense 'adaptive_misinformation' must be fitted (fit(target, owner_data)) before use"
+                "defense 'adaptive-misinformation' must be fitted (fit(target, owner_data)) before use"
             )
         y = np.asarray(probabilities, dtype=np.float64)
         alpha = self.ood_weight(y)[:, None]
         out = (1.0 - alpha) * y + alpha * self.misinformation_.predict_proba(X)
         return out / out.sum(axis=1, keepdims=True)
-
-
-DEFENSES[AdaptiveMisinformation.name] = AdaptiveMisinformation

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from extractguard.defenses.base import DEFENSES, Defense
+from extractguard.defenses.base import Defense
 from extractguard.defenses.simplex import as_bool, as_choice, as_float, renormalise, restore_argmax
 from extractguard.oracle.answer import softmax
 
@@ -26,7 +26,7 @@ class GaussianNoise(Defense):
     keep_argmax: whether to preserve each row's top-1 class exactly.
     """
 
-    name = "gaussian_noise"
+    name = "gaussian-noise"
 
     def __init__(self, sigma: float = 0.05, space: str = "probabilities", keep_argmax: bool = False) -> None:
         self.sigma = as_float(self.name, "sigma", sigma, low=0.0, low_open=True)
@@ -43,6 +43,3 @@ class GaussianNoise(Defense):
         if self.keep_argmax:
             out = restore_argmax(out, p.argmax(axis=1))
         return out
-
-
-DEFENSES[GaussianNoise.name] = GaussianNoise

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import expit
 
-from extractguard.defenses.base import DEFENSES, Defense
+from extractguard.defenses.base import Defense
 from extractguard.defenses.simplex import as_float, renormalise, restore_argmax
 
 
@@ -34,7 +34,7 @@ class ReverseSigmoid(Defense):
     gamma: sigmoid steepness in logit space (> 0); ``beta * gamma > 1`` makes the map non-invertible.
     """
 
-    name = "reverse_sigmoid"
+    name = "reverse-sigmoid"
 
     def __init__(self, beta: float = 0.5, gamma: float = 2.0) -> None:
         self.beta = as_float(self.name, "beta", beta, low=0.0, low_open=True)
@@ -48,6 +48,3 @@ class ReverseSigmoid(Defense):
         perturbed = p - self.beta * (s - 0.5)
         out = renormalise(perturbed, fallback=p)
         return restore_argmax(out, p.argmax(axis=1))
-
-
-DEFENSES[ReverseSigmoid.name] = ReverseSigmoid

@@ -110,6 +110,10 @@ class Detector(ABC):
     paper: ClassVar[str] = ""
     needs_inputs: ClassVar[bool] = False
     needs_probabilities: ClassVar[bool] = False
+    #: What :func:`~extractguard.detect.monitor.build_detectors` passes the constructor by keyword,
+    #: out of ``n_classes``, ``n_features``, ``baseline_rows_per_hour`` and ``seed``; one uniform
+    #: build step instead of a branch per detector.
+    context: ClassVar[tuple[str, ...]] = ("seed",)
 
     def fit(self, reference: Reference | None) -> Detector:
         """Calibrate on the owner's data (detectors that need none ignore it)."""

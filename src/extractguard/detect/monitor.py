@@ -17,12 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from extractguard.detect import DETECTORS
 from extractguard.detect.base import Detector, Observation, Reference, Signal, State, check_state
 from extractguard.detect.store import DetectionStore
 from extractguard.errors import ConfigurationError
-
-#: Every detector by its configuration name.
-DETECTORS: tuple[str, ...] = ("prada", "inputs", "outputs", "hardness", "rate")
 
 
 @dataclass
@@ -71,31 +69,24 @@ def build_detectors(
     names: Sequence[str], n_classes: int, n_features: int, *, baseline_rows_per_hour: float | None = None,
     params: dict[str, dict[str, Any]] | None = None, seed: int = 0,
 ) -> list[Detector]:
-    """Detectors by name, with per-detector keyword overrides in ``params``."""
-    from extractguard.detect.hardness import HardnessHistogram
-    from extractguard.detect.prada import PRADA
-    from extractguard.detect.signals import InputTypicality, OutputShift, QueryRate
+    """Detectors by name, with per-detector keyword overrides in ``params``.
 
-    params = params or {}
-    unknown = set(names) - set(DETECTORS) | set(params) - set(DETECTORS)
+    Each detector class says which of the context values below its constructor takes
+    (:attr:`Detector.context`), so adding a detector is one registry entry.
+    """
+    unknown = [n for n in [*names, *(params or {})] if n not in DETECTORS]
     if unknown:
-        raise ConfigurationError(f"unknown detector(s) {', '.join(sorted(unknown))}; available: {', '.join(DETECTORS)}")
+        raise ConfigurationError(f"unknown detector(s) {', '.join(sorted(set(unknown)))}; available: {', '.join(DETECTORS)}")
+    params = {DETECTORS.canonical(k): v for k, v in (params or {}).items()}
+    context: dict[str, Any] = {"n_classes": n_classes, "n_features": n_features,
+                               "baseline_rows_per_hour": baseline_rows_per_hour, "seed": seed}
     out: list[Detector] = []
-    for name in names:
-        kw = dict(params.get(name, {}))
+    for name in (DETECTORS.canonical(n) for n in names):
+        cls = DETECTORS.load(name)
+        if baseline_rows_per_hour is None and "baseline_rows_per_hour" in cls.context:
+            raise ConfigurationError(f"the {name} detector needs baseline_rows_per_hour (honest rows per hour of one account)")
         try:
-            if name == "prada":
-                out.append(PRADA(n_classes, n_features, seed=seed, **kw))
-            elif name == "inputs":
-                out.append(InputTypicality(n_features, seed=seed, **kw))
-            elif name == "outputs":
-                out.append(OutputShift(seed=seed, **kw))
-            elif name == "hardness":
-                out.append(HardnessHistogram(seed=seed, **kw))
-            elif name == "rate":
-                if baseline_rows_per_hour is None:
-                    raise ConfigurationError("the rate detector needs baseline_rows_per_hour (honest rows per hour of one account)")
-                out.append(QueryRate(baseline_rows_per_hour, **kw))
+            out.append(cls(**{k: context[k] for k in cls.context}, **params.get(name, {})))
         except TypeError as exc:
             raise ConfigurationError(f"detector {name}: {exc}") from None
     return out
@@ -247,11 +238,13 @@ def build_monitor(
     if schema.is_text:
         raise ConfigurationError("detection works on numeric inputs; text models are not supported yet")
     if detectors is None:
-        detectors = [d for d in DETECTORS if (reference_X is not None or d in ("prada", "rate"))
+        detectors = [d for d in DETECTORS if (reference_X is not None or not DETECTORS.entry(d).needs_data)
                      and (baseline_rows_per_hour is not None or d != "rate")]
-    elif reference_X is None and set(detectors) - {"prada", "rate"}:
-        need = ", ".join(sorted(set(detectors) - {"prada", "rate"}))
-        raise ConfigurationError(f"detector(s) {need} need the owner's reference data")
+    else:
+        detectors = [DETECTORS.canonical(d) if d in DETECTORS else d for d in detectors]
+        need = sorted({d for d in detectors if d in DETECTORS and DETECTORS.entry(d).needs_data})
+        if reference_X is None and need:
+            raise ConfigurationError(f"detector(s) {', '.join(need)} need the owner's reference data")
     dets = build_detectors(list(detectors), schema.n_classes, schema.n_features,
                            baseline_rows_per_hour=baseline_rows_per_hour, params=params, seed=seed)
     ref = None if reference_X is None else Reference.from_target(target, reference_X, seed=seed)

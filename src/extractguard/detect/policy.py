@@ -50,12 +50,13 @@ class DetectionConfig(BaseModel):
     @field_validator("detectors")
     @classmethod
     def _detectors(cls, v: Optional[list[str]]) -> Optional[list[str]]:
-        from extractguard.detect.monitor import DETECTORS
+        from extractguard.detect import DETECTORS
 
         if v is not None:
             bad = [d for d in v if d not in DETECTORS]
             if bad or not v:
                 raise ValueError(f"unknown detector(s) {bad}; available: {', '.join(DETECTORS)}")
+            v = [DETECTORS.canonical(d) for d in v]
         return v
 
     @field_validator("responses")

@@ -46,6 +46,7 @@ class PRADA(Detector):
 
     name = "prada"
     paper = "Juuti et al. 2019"
+    context = ("n_classes", "n_features", "seed")
     needs_inputs = True
 
     def __init__(self, n_classes: int, n_features: int, delta: float = 0.92, min_queries: int = 100, window: int = 1000,

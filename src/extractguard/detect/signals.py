@@ -35,6 +35,7 @@ class QueryRate(Detector):
 
     name = "rate"
     paper = "operational baseline"
+    context = ("baseline_rows_per_hour",)
     BUCKET_SECONDS = 10
     BUCKETS = 360  # one hour of 10-second buckets
 
@@ -158,6 +159,7 @@ class InputTypicality(Detector):
 
     name = "inputs"
     paper = "operational baseline"
+    context = ("n_features", "seed")
     needs_inputs = True
 
     def __init__(self, n_features: int, window: int = 200, n_centroids: int = 32, dim: int = 32, quantile: float = 0.995,

@@ -1,33 +1,34 @@
-"""Measuring stolen copies: metrics, assessment runs over budget ladders, reports."""
+"""Measuring stolen copies: metrics, assessment runs over budget ladders, reports.
 
-from extractguard.evaluate.assessment import (
-    DEFAULT_BUDGETS,
-    Assessment,
-    AttackRun,
-    CurvePoint,
-    parse_budgets,
-    run_assessment,
-)
-from extractguard.evaluate.defense_cost import DefenseCost, evaluate_defense, expected_calibration_error
-from extractguard.evaluate.metrics import ProbeSet, accuracy, fidelity, mean_kl, mean_l1
-from extractguard.evaluate.report import plot_curves, render_html, write_report
+Names load on first access (PEP 562): the CLI parses ``--budgets`` from here without importing
+torch or matplotlib.
+"""
 
-__all__ = [
-    "DEFAULT_BUDGETS",
-    "Assessment",
-    "AttackRun",
-    "CurvePoint",
-    "DefenseCost",
-    "ProbeSet",
-    "accuracy",
-    "evaluate_defense",
-    "expected_calibration_error",
-    "fidelity",
-    "mean_kl",
-    "mean_l1",
-    "parse_budgets",
-    "plot_curves",
-    "render_html",
-    "run_assessment",
-    "write_report",
-]
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from extractguard.evaluate.assessment import DEFAULT_BUDGETS, Assessment, AttackRun, CurvePoint, run_assessment
+    from extractguard.evaluate.budgets import parse_budgets
+    from extractguard.evaluate.defense_cost import DefenseCost, evaluate_defense, expected_calibration_error
+    from extractguard.evaluate.metrics import ProbeSet, accuracy, fidelity, mean_kl, mean_l1
+    from extractguard.evaluate.report import plot_curves, render_html, write_report
+
+_WHERE = {
+    "DEFAULT_BUDGETS": "assessment", "Assessment": "assessment", "AttackRun": "assessment", "CurvePoint": "assessment",
+    "run_assessment": "assessment", "parse_budgets": "budgets", "ProbeSet": "metrics", "accuracy": "metrics",
+    "fidelity": "metrics", "mean_kl": "metrics", "mean_l1": "metrics", "plot_curves": "report",
+    "render_html": "report", "write_report": "report", "DefenseCost": "defense_cost", "evaluate_defense": "defense_cost",
+    "expected_calibration_error": "defense_cost",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(import_module(f"extractguard.evaluate.{_WHERE[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = sorted(_WHERE)

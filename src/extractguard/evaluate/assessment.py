@@ -11,6 +11,7 @@ from typing import Any, Callable, Sequence
 from extractguard import __version__
 from extractguard.attacks import Attack, Checkpoint
 from extractguard.errors import ConfigurationError
+from extractguard.evaluate.budgets import parse_budgets  # noqa: F401  (re-exported: its home before budgets.py)
 from extractguard.evaluate.ladder import fit_scored
 from extractguard.evaluate.metrics import ProbeSet
 from extractguard.oracle import Oracle, OutputSpec
@@ -122,23 +123,6 @@ class Assessment:
         out = asdict(self)
         out["variants"] = [v.to_dict() for v in self.variants]
         return out
-
-
-def parse_budgets(text: str | Sequence[int]) -> list[int]:
-    """``"50,100,500"`` or a sequence -> sorted unique positive ints, with a clear error."""
-    items: Sequence[Any] = text.split(",") if isinstance(text, str) else text
-    out: set[int] = set()
-    for item in items:
-        try:
-            value = int(str(item).strip())
-        except ValueError:
-            raise ConfigurationError(f"budgets must be whole numbers, got {str(item).strip()!r}") from None
-        if value <= 0:
-            raise ConfigurationError(f"budgets must be positive, got {value}")
-        out.add(value)
-    if not out:
-        raise ConfigurationError("give at least one budget")
-    return sorted(out)
 
 
 def curve_point(cp: Checkpoint, probe: ProbeSet, price_per_query: float) -> CurvePoint:

@@ -72,13 +72,12 @@ class DefenseVariant(AnswerPolicy):
     @field_validator("defenses")
     @classmethod
     def _chain(cls, v: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        from extractguard.defenses import build_chain
+        from extractguard.defenses import canonical_specs
 
         try:
-            build_chain(v)
+            return canonical_specs(v)
         except ConfigurationError as exc:
             raise ValueError(str(exc)) from None
-        return v
 
 
 class HonestTraffic(_Strict):
@@ -116,10 +115,10 @@ class MatrixConfig(_Strict):
     def _attacks(cls, v: list[str]) -> list[str]:
         from extractguard.attacks import ATTACKS
 
-        names = [a.strip().lower() for a in v]
-        bad = [a for a in names if a not in ATTACKS]
+        bad = [a.strip().lower() for a in v if a not in ATTACKS]
         if bad:
             raise ValueError(f"unknown attack(s) {', '.join(bad)}; available: {', '.join(ATTACKS)}")
+        names = [ATTACKS.canonical(a) for a in v]
         if len(set(names)) != len(names):
             raise ValueError("an attack is listed twice")
         return names

@@ -137,13 +137,12 @@ class TierConfig(AnswerPolicy):
                 if not isinstance(spec, dict) or "name" not in spec:
                     raise ValueError(f"each defense needs a 'name', got {spec!r}")
             return v
-        from extractguard.defenses import build_chain
+        from extractguard.defenses import canonical_specs
 
         try:
-            build_chain(v)
+            return canonical_specs(v)
         except ConfigurationError as exc:
             raise ValueError(str(exc)) from None
-        return v
 
     @model_validator(mode="after")
     def _spend(self) -> TierConfig:

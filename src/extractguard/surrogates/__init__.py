@@ -1,16 +1,23 @@
-"""Student models that learn a victim's behaviour from oracle answers."""
+"""Student models that learn a victim's behaviour from oracle answers.
+
+The student classes load on first access (PEP 562), and :func:`check_surrogate` validates a
+``--surrogate`` value, so a mistyped name is answered before torch loads.
+"""
 
 from __future__ import annotations
 
-from typing import Protocol
+from importlib import import_module
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from extractguard.errors import ConfigurationError
-from extractguard.oracle.schema import InputSchema
-from extractguard.surrogates.selection import SelectedSurrogate, SelectionResult, select_surrogate
-from extractguard.surrogates.sklearn_models import SklearnSurrogate
-from extractguard.surrogates.torch_models import TorchClassifier, build_network
+
+if TYPE_CHECKING:
+    from extractguard.oracle.schema import InputSchema
+    from extractguard.surrogates.selection import SelectedSurrogate, SelectionResult, select_surrogate
+    from extractguard.surrogates.sklearn_models import SklearnSurrogate
+    from extractguard.surrogates.torch_models import TorchClassifier, build_network
 
 
 class Surrogate(Protocol):
@@ -22,6 +29,25 @@ class Surrogate(Protocol):
 
 
 SURROGATES: tuple[str, ...] = ("auto", "select", "cnn", "mlp", "linear", "tree", "forest")
+
+
+def _mlp_widths(kind: str) -> tuple[int, ...]:
+    try:
+        widths = tuple(int(w) for w in kind[4:].split("x"))
+    except ValueError:
+        raise ConfigurationError(f"MLP widths look like mlp-256x128, got {kind!r}") from None
+    if not widths or min(widths) < 1:
+        raise ConfigurationError(f"MLP widths must be positive, got {kind!r}")
+    return widths
+
+
+def check_surrogate(kind: str) -> str:
+    """``kind`` if it names a student family (or ``mlp-WxH``); else one clear error.  Imports nothing."""
+    if kind.startswith("mlp-"):
+        _mlp_widths(kind)
+    elif kind not in SURROGATES:
+        raise ConfigurationError(f"unknown surrogate {kind!r}; choose one of {', '.join(SURROGATES)}")
+    return kind
 
 
 def make_surrogate(kind: str, schema: InputSchema, seed: int = 0) -> Surrogate:
@@ -42,15 +68,14 @@ def make_surrogate(kind: str, schema: InputSchema, seed: int = 0) -> Surrogate:
         from extractguard.surrogates.text import TfidfSurrogate
 
         return TfidfSurrogate(schema.n_classes, seed=seed)
+    from extractguard.surrogates.selection import SelectedSurrogate
+    from extractguard.surrogates.sklearn_models import SklearnSurrogate
+    from extractguard.surrogates.torch_models import TorchClassifier
+
     if kind == "select":
         return SelectedSurrogate(schema, seed=seed)
     if kind.startswith("mlp-"):
-        try:
-            widths = tuple(int(w) for w in kind[4:].split("x"))
-        except ValueError:
-            raise ConfigurationError(f"MLP widths look like mlp-256x128, got {kind!r}") from None
-        if not widths or min(widths) < 1:
-            raise ConfigurationError(f"MLP widths must be positive, got {kind!r}")
+        widths = _mlp_widths(kind)
         return TorchClassifier("mlp", schema.input_shape, schema.n_classes, hidden=widths, seed=seed)
     if kind == "auto":
         kind = "cnn" if schema.is_image else "mlp"
@@ -68,4 +93,14 @@ def make_surrogate(kind: str, schema: InputSchema, seed: int = 0) -> Surrogate:
     raise ConfigurationError(f"unknown surrogate {kind!r}; choose one of {', '.join(SURROGATES)}")
 
 
-__all__ = ["SURROGATES", "SelectedSurrogate", "SelectionResult", "select_surrogate", "SklearnSurrogate", "Surrogate", "TorchClassifier", "build_network", "make_surrogate"]
+_WHERE = {"SelectedSurrogate": "selection", "SelectionResult": "selection", "select_surrogate": "selection",
+          "SklearnSurrogate": "sklearn_models", "TorchClassifier": "torch_models", "build_network": "torch_models"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(import_module(f"extractguard.surrogates.{_WHERE[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["SURROGATES", "Surrogate", "check_surrogate", "make_surrogate", *sorted(_WHERE)]

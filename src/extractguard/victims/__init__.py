@@ -1,5 +1,25 @@
-"""The victim zoo: reproducible models we own, to attack and defend."""
+"""The victim zoo: reproducible models we own, to attack and defend.
 
-from extractguard.victims.zoo import ARCHITECTURES, DEFAULT_VICTIM, Victim, build_victim, list_victims, parse_victim_name
+Names load on first access (PEP 562): checking a victim name (:mod:`.names`) needs no torch.
+"""
 
-__all__ = ["ARCHITECTURES", "DEFAULT_VICTIM", "Victim", "build_victim", "list_victims", "parse_victim_name"]
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from extractguard.victims.names import ARCHITECTURES, DEFAULT_VICTIM, parse_victim_name
+    from extractguard.victims.zoo import Victim, build_victim, list_victims
+
+_WHERE = {"ARCHITECTURES": "names", "DEFAULT_VICTIM": "names", "parse_victim_name": "names",
+          "Victim": "zoo", "build_victim": "zoo", "list_victims": "zoo"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(import_module(f"extractguard.victims.{_WHERE[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = sorted(_WHERE)

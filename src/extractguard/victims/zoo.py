@@ -20,15 +20,14 @@ from extractguard.errors import ConfigurationError
 from extractguard.oracle import Oracle, OutputSpec, SklearnTarget, Target, TorchTarget
 from extractguard.oracle.schema import InputSchema
 from extractguard.surrogates.torch_models import Standardize, TorchClassifier, build_network
+from extractguard.victims.names import ARCHITECTURES, DEFAULT_VICTIM, parse_victim_name  # noqa: F401  (re-exported)
 
-ARCHITECTURES: tuple[str, ...] = ("logreg", "tree", "mlp", "cnn", "mlp4", "mlp8")
 #: Architectures for text datasets (TF-IDF features in front of the classifier).
 TEXT_ARCHITECTURES: tuple[str, ...] = ("logreg", "mlp")
 TEXT_DATASETS: tuple[str, ...] = ("reviews",)
 #: Text victims: attacker pool and probe sizes (texts); the victim trains on the rest.  Fixed
 #: counts rather than fractions because every pool and probe text costs a sentence-encoder pass.
 TEXT_POOL_SIZE, TEXT_PROBE_SIZE = 800, 400
-DEFAULT_VICTIM = "mnist-cnn"
 #: Bump when training recipes change, so stale cached weights are not reused.
 ZOO_VERSION = 1
 
@@ -87,16 +86,6 @@ class Victim:
             "test_accuracy": round(self.test_accuracy, 4),
             "schema": self.schema.to_dict(),
         }
-
-
-def parse_victim_name(name: str) -> tuple[str, str]:
-    """``"mnist-cnn"`` -> ``("mnist", "cnn")``; dataset names may contain underscores."""
-    dataset, sep, arch = name.strip().lower().rpartition("-")
-    if not sep or arch not in ARCHITECTURES:
-        raise ConfigurationError(
-            f"victim names look like DATASET-ARCH with ARCH in {', '.join(ARCHITECTURES)}; got {name!r}"
-        )
-    return dataset.replace("-", "_"), arch
 
 
 def _torch_victim(
