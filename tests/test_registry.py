@@ -113,3 +113,13 @@ def test_listing_commands_print_the_registries(tmp_path: Path) -> None:
         assert r.returncode == 0, r.stderr
         for entry in registry.entries():
             assert entry.name in r.stdout and entry.summary in r.stdout
+
+
+def test_gate_rules_take_old_attack_spellings_and_judge_the_grid_attack() -> None:
+    from extractguard.evaluate.gate import parse_rules
+
+    with pytest.warns(DeprecatedNameWarning, match="knockoff-adaptive"):
+        [rule] = parse_rules(["fidelity > 0.9 at 100 for attack=knockoff_adaptive"], [100], ["knockoff-adaptive"], ["open"])
+    assert rule.scope == {"attack": "knockoff-adaptive"}
+    with pytest.raises(ConfigurationError, match="not in the grid"):
+        parse_rules(["fidelity > 0.9 for attack=nonsense"], [100], ["knockoff-adaptive"], ["open"])

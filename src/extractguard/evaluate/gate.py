@@ -108,7 +108,11 @@ def parse_rule(text: str) -> GateRule:
                 raise ConfigurationError(f"--fail-if {text!r}: scope {item!r} must be attack=NAME or defense=NAME")
             if key in scope:
                 raise ConfigurationError(f"--fail-if {text!r}: {key}= given twice")
-            scope[key] = value.lower() if key == "attack" else value
+            if key == "attack":  # an old spelling (knockoff_adaptive) warns and names the grid's attack
+                from extractguard.attacks import ATTACKS
+
+                value = ATTACKS.canonical(value) if ATTACKS.resolve(value) is not None else value.lower()
+            scope[key] = value
     return GateRule(text.strip(), metric, op, threshold, budget, scope)
 
 
