@@ -3,7 +3,7 @@
 Importing this package registers every defense in :data:`DEFENSES` by its configuration name.
 """
 
-from extractguard.defenses.base import DEFENSES, DefendedTarget, Defense, DefenseChain, Temperature, build_chain
+from extractguard.defenses.base import DEFENSES, Defense, DefenseChain, Temperature, build_chain
 from extractguard.defenses.mad import MAD
 from extractguard.defenses.misinformation import AdaptiveMisinformation
 from extractguard.defenses.noise import GaussianNoise
@@ -14,7 +14,6 @@ __all__ = [
     "DEFENSES",
     "MAD",
     "AdaptiveMisinformation",
-    "DefendedTarget",
     "Defense",
     "DefenseChain",
     "DefenseCost",
