@@ -46,7 +46,7 @@ LOCAL_FIELDS = ("output", "defenses", "watermark", "detection")
 
 def resolve_remote(cfg: Any, base: Path, source: str) -> Any:
     """Validate an ``assess.yaml`` whose target is remote; paths become absolute."""
-    from extractguard.evaluate.matrix import _from_gateway
+    from extractguard.evaluate.matrix_config import from_gateway
     from extractguard.oracle.target_config import load_target_config
 
     t = cfg.target
@@ -80,7 +80,7 @@ def resolve_remote(cfg: Any, base: Path, source: str) -> Any:
             raise ConfigurationError(f"{source}: defenses.{name}: {t.remote.name} has no variant {d.variant!r} "
                                      f"(variants: {', '.join(known)})")
         if d.gateway is not None:
-            resolved = _from_gateway(name, d, base, source)
+            resolved = from_gateway(name, d, base, source)
             served = known[d.variant].output or tc.output
             if resolved.output != served:
                 raise ConfigurationError(f"{source}: defenses.{name}: variant {d.variant!r} reads {served!r} answers but "
@@ -147,7 +147,7 @@ class _Account:
         self.record_path = gw.watermark_db_path
 
     def verdict(self, surrogate: Any, schema: Any, alpha: float) -> dict[str, Any]:
-        from extractguard.evaluate.matrix import watermark_point
+        from extractguard.evaluate.ladder import watermark_point
         from extractguard.watermark.record import WatermarkRecord
 
         if not self.record_path.is_file():
@@ -190,7 +190,7 @@ def run_remote_matrix(cfg: Any, workdir: Path, force: bool = False,
 
     from extractguard.data.files import load_table
     from extractguard.evaluate.campaign import PROBE_RUN
-    from extractguard.evaluate.matrix import frontier
+    from extractguard.evaluate.frontier import frontier
     from extractguard.evaluate.metrics import ProbeSet, accuracy, fidelity, mean_l1
     from extractguard.oracle.remote import RemoteOracle, RemoteTarget, check_authorization
     from extractguard.oracle.target_config import load_target_config
@@ -316,7 +316,7 @@ def _run_cell(cfg: Any, defense: str, variant: str, attack_name: str, sub: Any, 
     """One attack through one deployed variant: a paid extraction, scored at every budget."""
     from extractguard.attacks import create_attack
     from extractguard.evaluate.campaign import attack_run_name, preflight
-    from extractguard.evaluate.matrix import _enforced, checkpoint_point, fit_scored
+    from extractguard.evaluate.ladder import checkpoint_point, enforced_copy, fit_scored
     from extractguard.oracle.remote import RemoteOracle, RemoteTarget
 
     t_wall, t_cpu = time.perf_counter(), time.process_time()
@@ -356,7 +356,7 @@ def _run_cell(cfg: Any, defense: str, variant: str, attack_name: str, sub: Any, 
         "queries": queries,
         "calls": int(oracle.stats().calls),
         "detection": detection,
-        "enforced": _enforced(points, detection),
+        "enforced": enforced_copy(points, detection),
         "cost": {
             "queries": queries,
             "spend": round(queries * price, 6),

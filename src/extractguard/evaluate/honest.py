@@ -1,0 +1,44 @@
+"""What a defense costs honest users: their answers through the cell pipeline vs the real model's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from extractguard.evaluate.cell_pipeline import build_cell_pipeline, timeline
+from extractguard.evaluate.matrix_config import DefenseVariant
+from extractguard.evaluate.matrix_data import Prepared
+
+
+def honest_utility(prep: Prepared, variant: DefenseVariant, seed: int, workdir: Path, rows_per_hour: float) -> dict[str, Any]:
+    """What honest users get through this defense: agreement with the real model, accuracy,
+    L1 distance of the served scores, and whether their account was flagged (a false positive)."""
+    from extractguard.evaluate.metrics import accuracy, fidelity, mean_l1
+    from extractguard.oracle import Oracle
+
+    pipe = build_cell_pipeline(prep, variant, "honest-user", seed + 7, workdir, rows_per_hour / 3600.0)
+    oracle = Oracle(pipe, output=variant.output)
+    X = prep.honest_X
+    served_parts, rng = [], np.random.default_rng(seed + 3)
+    i = 0
+    while i < len(X):  # honest requests carry a few rows each (1 + geometric, mean 2)
+        k = min(int(rng.geometric(0.5)), len(X) - i)
+        served_parts.append(oracle.query(X[i:i + k]).soft_labels())
+        i += k
+    served = np.concatenate(served_parts)
+    if pipe.record is not None:
+        pipe.record.close()
+    real = prep.target.predict(X).probabilities
+    det = timeline(pipe)
+    out: dict[str, Any] = {
+        "rows": int(len(X)),
+        "agreement": round(fidelity(real, served), 6),
+        "accuracy": None if prep.honest_y is None else round(accuracy(prep.honest_y, served), 6),
+        "model_accuracy": None if prep.honest_y is None else round(accuracy(prep.honest_y, real), 6),
+        "mean_l1": round(mean_l1(real, served), 6),
+        "flagged": bool(det.get("first_flag")) if det["enabled"] else None,
+        "detection": det,
+    }
+    return out
