@@ -264,15 +264,15 @@ class _Infer:
         if account is None:
             raise self.refuse(401, "unauthenticated", UNAUTHENTICATED, headers={"WWW-Authenticate": "Bearer"})
         self.ctx.update(account=account.account, key_id=account.key_id, tier=account.tier)
-        tier = self.gw.tiers.get(account.tier)
-        if tier is None:
+        pipe = self.gw.tiers.get(account.tier)
+        if pipe is None:
             raise self.refuse(403, "forbidden", f"tier {account.tier!r} of this key is not configured on this gateway")
         if self.model != self.gw.model_name:
-            raise self.refuse(404, "invalid", f"unknown model {self.model!r}", tier.tier)
-        allowed = self.gw.tier_config(tier.tier).models
+            raise self.refuse(404, "invalid", f"unknown model {self.model!r}", pipe.tier)
+        allowed = self.gw.tier_config(pipe.tier).models
         if allowed is not None and self.model not in allowed:
-            raise self.refuse(403, "forbidden", f"tier {tier.tier!r} may not call model {self.model!r}", tier.tier)
-        return account, tier
+            raise self.refuse(403, "forbidden", f"tier {pipe.tier!r} may not call model {self.model!r}", pipe.tier)
+        return account, pipe
 
     async def read_rows(self, tier: str) -> tuple[dict[str, Any], np.ndarray]:
         """The request body and its validated rows: 413 or 400 otherwise."""
@@ -298,26 +298,26 @@ class _Infer:
         self.ctx["rows"] = int(X.shape[0])
         return body, X
 
-    def charge(self, account: Account, tier: ServingPipeline, n: int) -> None:
+    def charge(self, account: Account, pipe: ServingPipeline, n: int) -> None:
         """A sanction in force (suspended, challenged, throttled), then the rate limits, quota and spend cap."""
         gw = self.gw
         if gw.detection is not None:
             token = self.request.headers.get(POW_HEADER.lower()) or self.request.headers.get(POW_HEADER)
             try:
-                sanction = tier.admit(account.account, n, token, gw.limits.limiter)
+                sanction = pipe.admit(account.account, n, token, gw.limits.limiter)
             except gw.limits.storage_errors() as exc:  # the throttle counts on the same storage as the limits
                 sanction = None
-                self.storage_down(LimitsUnavailable(f"rate-limit storage unavailable ({type(exc).__name__})"), tier.tier, n)
+                self.storage_down(LimitsUnavailable(f"rate-limit storage unavailable ({type(exc).__name__})"), pipe.tier, n)
             if sanction is not None:
-                raise self.withheld(sanction, tier.tier, n)
+                raise self.withheld(sanction, pipe.tier, n)
         try:
-            refusal = gw.limits.charge(account.key_id, account.account, tier.tier, self.ip, n)
+            refusal = gw.limits.charge(account.key_id, account.account, pipe.tier, self.ip, n)
         except LimitsUnavailable as exc:
             refusal = None
-            self.storage_down(exc, tier.tier, n)
+            self.storage_down(exc, pipe.tier, n)
         if refusal is not None:
             msg = f"{refusal.scope} limit {refusal.limit} reached; {n} rows requested; retry after {refusal.retry_after} s"
-            raise self.refuse(429, "rate_limited", msg, tier.tier, n, headers={"Retry-After": str(refusal.retry_after)})
+            raise self.refuse(429, "rate_limited", msg, pipe.tier, n, headers={"Retry-After": str(refusal.retry_after)})
 
     async def predict(self, X: np.ndarray, tier: str) -> Prediction:
         """The owner's model on the rows (a local model, or the upstream server): 502 or 500 otherwise."""
@@ -375,30 +375,30 @@ class _Infer:
 
     async def run(self) -> Response:
         gw = self.gw
-        account, tier = self.authorize()
-        body, X = await self.read_rows(tier.tier)
+        account, pipe = self.authorize()
+        body, X = await self.read_rows(pipe.tier)
         n = int(X.shape[0])
-        self.charge(account, tier, n)
-        pred = await self.predict(X, tier.tier)
-        served = tier.answer(account.account, X, gw.clock.tick(n), prediction=pred)
-        self.account_decision(account, tier.tier, served.decision)
+        self.charge(account, pipe, n)
+        pred = await self.predict(X, pipe.tier)
+        served = pipe.answer(account.account, X, gw.clock.tick(n), prediction=pred)
+        self.account_decision(account, pipe.tier, served.decision)
         if served.answer is None:  # withheld: a suspension this very batch triggered
             assert served.decision.withheld is not None
-            raise self.withheld(served.decision.withheld, tier.tier)
+            raise self.withheld(served.decision.withheld, pipe.tier)
         request_id = body.get("id") if isinstance(body.get("id"), str) else None
         out = encode_response(served.answer, gw.model_name, request_id)
-        self.audit(account, tier.tier, X, out)
-        self.served(account, tier, n, served.probabilities)
+        self.audit(account, pipe.tier, X, out)
+        self.served(account, pipe, n, served.probabilities)
         return Response(json.dumps(out, separators=(",", ":")), media_type="application/json", headers={REQUEST_ID_HEADER: self.rid})
 
-    def served(self, account: Account, tier: ServingPipeline, n: int, probabilities: Any) -> None:
+    def served(self, account: Account, pipe: ServingPipeline, n: int, probabilities: Any) -> None:
         gw, m, name = self.gw, self.gw.metrics, self.gw.model_name
         elapsed = time.perf_counter() - self.t0
-        m.requests.labels(name, tier.tier, "200").inc()
-        m.rows.labels(name, tier.tier).inc(n)
+        m.requests.labels(name, pipe.tier, "200").inc()
+        m.rows.labels(name, pipe.tier).inc(n)
         m.latency.labels(name).observe(elapsed)
-        m.served(name, tier.tier, account.account, n, elapsed, gw.tier_config(tier.tier).price_per_row, probabilities)
-        log.info("served", extra={"fields": {**self.ctx, "status": 200, "output": str(tier.output), "duration_seconds": round(elapsed, 6)}})
+        m.served(name, pipe.tier, account.account, n, elapsed, gw.tier_config(pipe.tier).price_per_row, probabilities)
+        log.info("served", extra={"fields": {**self.ctx, "status": 200, "output": str(pipe.output), "duration_seconds": round(elapsed, 6)}})
 
 
 # -- the app ------------------------------------------------------------------------------------

@@ -18,12 +18,16 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from extractguard.detect.policy import POW_HEADER, ChallengeBook, DetectionConfig, harsher, new_secret
 from extractguard.errors import ConfigurationError
+from extractguard.oracle.targets import Target
+
+if TYPE_CHECKING:  # detect's monitors load scipy and scikit-learn: only when a tier detects
+    from extractguard.detect import DetectionMonitor, DetectionStore, Risk
 
 #: Why a batch is withheld: the sanction that refuses it.
 WITHHELD_REASONS: tuple[str, ...] = ("suspended", "challenged", "throttled")
@@ -50,7 +54,7 @@ class Escalation:
     action: str
     previous: str
     tier: str
-    risk: Any  # extractguard.detect.Risk (lazy: detect loads scipy and scikit-learn)
+    risk: Risk
     evidence: dict[str, Any] = field(default_factory=dict)
 
 
@@ -98,7 +102,7 @@ class Detection:
         Every tier whose account states :meth:`clear` forgets (default: ``tiers``).
     """
 
-    def __init__(self, tiers: dict[str, DetectionConfig], monitors: dict[str, Any], store: Any = None,
+    def __init__(self, tiers: dict[str, DetectionConfig], monitors: dict[str, DetectionMonitor], store: DetectionStore | None = None,
                  tier_names: Sequence[str] | None = None) -> None:
         self.tiers = dict(tiers)
         self.monitors = dict(monitors)
@@ -111,8 +115,8 @@ class Detection:
         self.levels: dict[str, float] = {}  # latest risk level per account (for the account_risk gauge)
 
     @classmethod
-    def build(cls, tiers: dict[str, DetectionConfig], target: Any, references: dict[str, np.ndarray | None],
-              store: Any = None, tier_names: Sequence[str] | None = None) -> Detection:
+    def build(cls, tiers: dict[str, DetectionConfig], target: Target, references: dict[str, np.ndarray | None],
+              store: DetectionStore | None = None, tier_names: Sequence[str] | None = None) -> Detection:
         """Fit one monitor per tier on the owner's ``target`` and that tier's reference rows."""
         from extractguard.detect import build_monitor
 
@@ -161,7 +165,7 @@ class Detection:
                                 retry_after=wait)
         return None
 
-    def observe(self, account: str, tier: str, X: np.ndarray, probabilities: np.ndarray, now: float) -> tuple[Any, Escalation | None]:
+    def observe(self, account: str, tier: str, X: np.ndarray, probabilities: np.ndarray, now: float) -> tuple[Risk | None, Escalation | None]:
         """Update the account's risk with a batch answered at ``now``.
 
         Returns the account's risk (``None`` when ``tier`` does not detect) and the escalation

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -31,6 +31,9 @@ from extractguard.oracle.pipeline import AnswerPipeline, Served
 from extractguard.oracle.targets import Prediction, Target
 from extractguard.serving.detection import Detection, Escalation, Withheld, suspended_message
 from extractguard.watermark import AnswerWatermark, WatermarkDecision, WatermarkRecord
+
+if TYPE_CHECKING:
+    from extractguard.detect import Risk
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,7 @@ class Decision:
     rows: int
     at: float
     action: str = "none"
-    risk: Any = None  # extractguard.detect.Risk
+    risk: Risk | None = None
     escalation: Escalation | None = None
     withheld: Withheld | None = None
     marks: WatermarkDecision | None = None
