@@ -27,7 +27,7 @@ from extractguard.gateway import create_app, parse_config
 from extractguard.oracle import OutputSpec, PacedClock
 from extractguard.oracle.oip import encode_response
 from extractguard.serving import Decision, ServingPipeline
-from gateway_helpers import infer_body
+from gateway_helpers import CountingTarget, infer_body
 
 MODEL = "digits"
 URL = f"/v2/models/{MODEL}/infer"
@@ -154,14 +154,16 @@ def test_an_enforcing_pipeline_withholds_a_suspended_accounts_answers(victim) ->
 
     dc = DetectionConfig.model_validate(DETECTION)
     detection = Detection.build({"t": dc}, victim.target, {"t": victim.probe()[0]})
-    pipe = ServingPipeline(victim.target, OutputSpec("label"), tier="t", detection=detection)
+    model = CountingTarget(victim.target)
+    pipe = ServingPipeline(model, OutputSpec("label"), tier="t", detection=detection)
     oracle = Oracle(pipe, account="mallory", clock=PacedClock(PACE))
     pool = victim.pool()
     with pytest.raises(AnswerWithheldError, match="suspended"):
         for i in range(0, 600, 20):
             oracle.query(pool[i:i + 20])
     assert detection.action("mallory") == "suspend"
-    used = oracle.queries_used
+    used, asked = oracle.queries_used, model.rows
     with pytest.raises(AnswerWithheldError):
         oracle.query(pool[:3])
     assert oracle.queries_used == used and used < 600
+    assert model.rows == asked  # a suspended account's rows never reach the model

@@ -166,13 +166,14 @@ class ServingPipeline(AnswerPipeline):
         ``prediction`` is the model's output for ``X`` when the caller already has it (the gateway
         calls the model itself: upstream servers, latency metrics); otherwise the target is asked.
         """
-        pred = self.target.predict(X) if prediction is None else prediction
         n = int(X.shape[0])
         action = "none" if self.detection is None else self.detection.action(account)
         withheld = Withheld("suspended", suspended_message(account)) if action == "suspend" else None
+        if withheld is not None and self.enforce:  # a suspended account's rows never reach the model
+            return self._done(Served(None, Decision(account, self.tier, n, now, action, withheld=withheld), withheld=withheld.message))
+        pred = self.target.predict(X) if prediction is None else prediction
         risk = escalation = None
-        if self.detection is not None and not (withheld is not None and self.enforce):
-            # detectors see the owner's undefended probabilities
+        if self.detection is not None:  # detectors see the owner's undefended probabilities
             risk, escalation = self.detection.observe(account, self.tier, X, pred.probabilities, now)
             if escalation is not None and escalation.action == "suspend":
                 withheld = Withheld("suspended", suspended_message(account))  # not even this answer
