@@ -99,7 +99,7 @@ def main() -> None:
                       "defenses": {t: {"variant": t, "gateway": {"config": "gateway.yaml", "tier": t}} for t in TIERS}}
             (d / "remote.yaml").write_text(yaml.safe_dump(remote))
             t0 = time.perf_counter()
-            rep = run_matrix(load_matrix_config(d / "remote.yaml"), workdir=d / "remote-out")
+            rep = run_matrix(load_matrix_config(d / "remote.yaml"), workdir=d / "remote-out").to_dict()
             results["matrix/http"] = {"seconds": time.perf_counter() - t0,
                                       "fidelity": {t: best(rep["cells"], t) for t in TIERS},
                                       "honest": {t: rep["defenses"][t]["honest"]["agreement"] for t in TIERS},
@@ -109,14 +109,15 @@ def main() -> None:
             cmp_ = run_variant_comparison(load_target_config(d / "target.yaml"), attacks, budgets, seed=args.seed)
             results["variants/http"] = {
                 "seconds": time.perf_counter() - t0,
-                "fidelity": {v["name"]: {int(b): f for b, f in v["best_fidelity"].items()} for v in cmp_.variants},
-                "honest": {v["name"]: v["honest_user"].get("agreement_with_reference", 1.0) for v in cmp_.variants},
+                "fidelity": {v.name: {int(b): f for b, f in v.best_fidelity.items()} for v in cmp_.variants},
+                "honest": {v.name: 1.0 if v.honest_user.agreement is None else v.honest_user.agreement
+                           for v in cmp_.variants},
             }
         sim = {**grid, "target": {"victim": "digits-logreg"}, "jobs": 1,
                "defenses": {t: {"gateway": {"config": "gateway.yaml", "tier": t}} for t in TIERS}}
         (d / "sim.yaml").write_text(yaml.safe_dump(sim))
         t0 = time.perf_counter()
-        rep = run_matrix(load_matrix_config(d / "sim.yaml"))
+        rep = run_matrix(load_matrix_config(d / "sim.yaml")).to_dict()
         results["matrix/sim"] = {"seconds": time.perf_counter() - t0,
                                  "fidelity": {t: best(rep["cells"], t) for t in TIERS},
                                  "honest": {t: rep["defenses"][t]["honest"]["agreement"] for t in TIERS},

@@ -221,7 +221,7 @@ def test_parallel_results_equal_serial(run: dict[str, Any], tmp_path: Path) -> N
     # A cell depends only on the target, the seed and its own attack and defense, so a smaller
     # grid run in two worker processes must reproduce the serial run's cells exactly.
     sub = {**GRID, "attacks": ["knockoff"], "defenses": {k: GRID["defenses"][k] for k in ("wm", "det")}, "jobs": 2}
-    parallel = run_matrix(load_matrix_config(write(tmp_path / "assess.yaml", sub)))
+    parallel = run_matrix(load_matrix_config(write(tmp_path / "assess.yaml", sub))).to_dict()
     assert parallel["jobs"] == 2 and run["report"]["jobs"] == 1
     serial = [c for c in run["report"]["cells"] if c["attack"] == "knockoff" and c["defense"] in ("wm", "det")]
     assert [c["defense"] for c in parallel["cells"]] == ["wm", "det"]

@@ -80,11 +80,11 @@ def test_assess_through_gateway_reports_each_defense(gateway, tmp_path: Path) ->
     # Honest users: the open tier and the argmax-preserving reverse sigmoid give the real model's
     # labels; noise without keep_argmax changes some of them; label-only keeps every label.
     assert rows["open"]["honest_user"]["accuracy"] == pytest.approx(real_acc)
-    assert rows["reverse-sigmoid"]["honest_user"]["agreement_with_reference"] == 1.0
-    assert rows["reverse-sigmoid"]["honest_user"]["mean_l1_to_reference"] > 0.05
-    assert rows["noise"]["honest_user"]["agreement_with_reference"] < 1.0
+    assert rows["reverse-sigmoid"]["honest_user"]["agreement"] == 1.0
+    assert rows["reverse-sigmoid"]["honest_user"]["mean_l1"] > 0.05
+    assert rows["noise"]["honest_user"]["agreement"] < 1.0
     assert rows["noise"]["honest_user"]["accuracy"] < real_acc
-    assert rows["label-only"]["honest_user"]["agreement_with_reference"] == 1.0
+    assert rows["label-only"]["honest_user"]["agreement"] == 1.0
     assert rows["label-only"]["output"] == "label"
     for v in rows.values():
         assert set(v["best_fidelity"]) == {"60", "240"}

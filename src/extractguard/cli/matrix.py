@@ -49,9 +49,9 @@ def assess_matrix(config_path: Path, fail_if: list[str], out: Path, console: Con
     with progress:
         task = progress.add_task("cells", total=n_cells, last="")
 
-        def on_cell(cell: dict[str, Any]) -> None:
-            top = cell["points"][-1]["fidelity"] if cell["points"] else None
-            line = f"{cell['attack']} x {cell['defense']}: fidelity {_fmt(top)} in {cell['cost']['cell_wall_seconds']:.0f} s"
+        def on_cell(cell: Any) -> None:
+            top = cell.points[-1].fidelity if cell.points else None
+            line = f"{cell.attack} x {cell.defense}: fidelity {_fmt(top)} in {cell.cost.cell_wall_seconds:.0f} s"
             progress.update(task, advance=1, last=line)
             if not console.is_terminal:  # CI logs: one line per finished cell instead of a live bar
                 progress.console.print(f"cell {line}", highlight=False)
@@ -63,26 +63,27 @@ def assess_matrix(config_path: Path, fail_if: list[str], out: Path, console: Con
     table = Table(title=f"Stolen fidelity at {top} queries (enforced: if the suspension stops the attacker) and detection")
     for col in ("attack", "defense", f"fid@{top}", "enforced", "flagged at", "suspended at", "watermark p", "spend", "cpu s"):
         table.add_column(col, justify="left" if col in ("attack", "defense") else "right")
-    for c in report["cells"]:
-        last = c["points"][-1] if c["points"] else {}
-        det = c["detection"]
-        flagged = "off" if not det["enabled"] else _fmt(det["first_flag"]) if det["first_flag"] else "not detected"
-        sus = c["enforced"]["suspended_at"]
-        enforced = _fmt(last.get("fidelity")) if sus is None else (_fmt(c["enforced"]["fidelity"]) if c["enforced"]["fidelity"] is not None else "no copy")
-        wp = last.get("watermark_p")
-        table.add_row(c["attack"], c["defense"], _fmt(last.get("fidelity")), enforced, flagged,
-                      "-" if sus is None else str(sus), "-" if wp is None else f"{wp:.2g}", _fmt(c["cost"]["spend"], 2),
-                      _fmt(c["cost"]["cpu_seconds"], 1))
+    for c in report.cells:
+        last = c.points[-1] if c.points else None
+        fid = None if last is None else last.fidelity
+        det = c.detection
+        flagged = "off" if not det.enabled else _fmt(det.first_flag) if det.first_flag else "not detected"
+        sus = c.enforced.suspended_at
+        enforced = _fmt(fid) if sus is None else (_fmt(c.enforced.fidelity) if c.enforced.fidelity is not None else "no copy")
+        wp = None if last is None else last.watermark_p
+        table.add_row(c.attack, c.defense, _fmt(fid), enforced, flagged,
+                      "-" if sus is None else str(sus), "-" if wp is None else f"{wp:.2g}", _fmt(c.cost.spend, 2),
+                      _fmt(c.cost.cpu_seconds, 1))
     console.print(table)
     ft = Table(title=f"Security / utility per defense (best attack at {top} queries)")
     for col in ("defense", "stolen fidelity", "enforced", "honest agreement", "honest accuracy", "honest flagged", "pareto"):
         ft.add_column(col, justify="left" if col == "defense" else "right")
-    for p in report["frontier"]:
-        h = report["defenses"][p["defense"]]["honest"]
-        ft.add_row(p["defense"], _fmt(p["fidelity"]), _fmt(p["fidelity_enforced"]), _fmt(h["agreement"]), _fmt(h["accuracy"]),
-                   "-" if h["flagged"] is None else ("yes" if h["flagged"] else "no"), "*" if p["pareto"] else "")
+    for p in report.frontier:
+        h = report.defenses[p.defense].honest
+        ft.add_row(p.defense, _fmt(p.fidelity), _fmt(p.fidelity_enforced), _fmt(h.agreement), _fmt(h.accuracy),
+                   "-" if h.flagged is None else ("yes" if h.flagged else "no"), "*" if p.pareto else "")
     console.print(ft)
-    console.print(f"report: {html_path}  (data: {json_path})  in {report['seconds']:.0f} s")
+    console.print(f"report: {html_path}  (data: {json_path})  in {report.seconds:.0f} s")
 
     if rules:
         failures = evaluate_rules(rules, report)

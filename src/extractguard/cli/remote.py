@@ -104,7 +104,7 @@ def assess_remote(
         table.add_row(run.attack, *[f"{p.fidelity:.3f}" for p in run.points], str(run.queries))
     console.print(table)
     if result.variants:
-        console.print(f"(tables above and below: the reference variant {result.variants[0]['name']!r})")
+        console.print(f"(tables above and below: the reference variant {result.variants[0].name!r})")
     paid = result.target["paid_queries"]
     session = result.target["transcript"]["this_session"]
     console.print(
@@ -123,16 +123,16 @@ def assess_remote(
         for b in ladder:
             vt.add_column(f"fid@{b}", justify="right")
         for v in result.variants:
-            hu = v["honest_user"]
-            acc = "–" if hu.get("accuracy") is None else f"{hu['accuracy']:.3f}"
-            agree = f"{hu.get('agreement_with_reference', 1.0):.3f}"
-            vt.add_row(v["name"] + (" *" if v["reference"] else ""), v["output"], acc, agree,
-                       *[f"{v['best_fidelity'].get(str(b), float('nan')):.3f}" for b in ladder])
+            hu = v.honest_user
+            acc = "–" if hu.accuracy is None else f"{hu.accuracy:.3f}"
+            agree = f"{1.0 if hu.agreement is None else hu.agreement:.3f}"
+            vt.add_row(v.name + (" *" if v.reference else ""), v.output, acc, agree,
+                       *[f"{v.best_fidelity.get(str(b), float('nan')):.3f}" for b in ladder])
         console.print(vt)
         console.print("* reference variant: its answers stand for the real model")
-        paid_all = sum((v["paid_queries"] or {}).get("total", 0) for v in result.variants)
+        paid_all = sum((v.paid_queries or {}).get("total", 0) for v in result.variants)
         console.print(f"paid queries over all {len(result.variants)} variants: {paid_all}")
-        transcripts = ", ".join(str(v["transcript"]) for v in result.variants)
+        transcripts = ", ".join(str(v.transcript) for v in result.variants)
         console.print(f"report: {html_path}  (data: {json_path})  transcripts: {transcripts}")
     else:
         console.print(f"report: {html_path}  (data: {json_path})  transcript: {config.transcript_path}")

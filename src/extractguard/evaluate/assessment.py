@@ -11,6 +11,7 @@ from typing import Any, Callable, Sequence
 from extractguard import __version__
 from extractguard.attacks import Attack, Checkpoint
 from extractguard.errors import ConfigurationError
+from extractguard.evaluate.ladder import fit_scored
 from extractguard.evaluate.metrics import ProbeSet
 from extractguard.oracle import Oracle, OutputSpec
 from extractguard.oracle.targets import Target
@@ -53,6 +54,51 @@ class AttackRun:
         return max(self.points, key=lambda p: p.fidelity) if self.points else None
 
 
+@dataclass(frozen=True)
+class HonestAnswers:
+    """What an endpoint's honest callers get on the probe rows: accuracy on the labels and, when a
+    reference's answers (the real model's) are known, agreement with them and the mean L1 distance."""
+
+    accuracy: float | None
+    agreement: float | None = None
+    mean_l1: float | None = None
+
+    def to_dict(self) -> dict[str, float | None]:
+        out: dict[str, float | None] = {"accuracy": self.accuracy}
+        if self.agreement is not None:
+            out["agreement"] = self.agreement
+        if self.mean_l1 is not None:
+            out["mean_l1"] = self.mean_l1
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> HonestAnswers:
+        return cls(d.get("accuracy"), d.get("agreement"), d.get("mean_l1"))
+
+
+@dataclass
+class VariantSummary:
+    """One variant (gateway tier / defense) of a comparison: its honest-user cost and the best
+    stolen fidelity per budget (keys are budgets as strings, as in ``report.json``)."""
+
+    name: str
+    description: str
+    output: str
+    reference: bool
+    honest_user: HonestAnswers
+    best_fidelity: dict[str, float]
+    runs: list[AttackRun]
+    paid_queries: dict[str, Any] | None
+    transcript: str | None
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "description": self.description, "output": self.output, "reference": self.reference,
+                "honest_user": self.honest_user.to_dict(), "best_fidelity": dict(self.best_fidelity),
+                "runs": [asdict(run) for run in self.runs], "paid_queries": self.paid_queries,
+                "transcript": self.transcript, "seconds": self.seconds}
+
+
 @dataclass
 class Assessment:
     """Everything ``report.json`` holds."""
@@ -70,10 +116,12 @@ class Assessment:
     tool: dict[str, str]
     #: One entry per variant (e.g. per gateway tier / defense) when the target was assessed
     #: through several; see :mod:`extractguard.evaluate.comparison`.
-    variants: list[dict[str, Any]] = field(default_factory=list)
+    variants: list[VariantSummary] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out["variants"] = [v.to_dict() for v in self.variants]
+        return out
 
 
 def parse_budgets(text: str | Sequence[int]) -> list[int]:
@@ -91,6 +139,22 @@ def parse_budgets(text: str | Sequence[int]) -> list[int]:
     if not out:
         raise ConfigurationError("give at least one budget")
     return sorted(out)
+
+
+def curve_point(cp: Checkpoint, probe: ProbeSet, price_per_query: float) -> CurvePoint:
+    """One budget's point of an assessment curve: the copy's scores on the held-out probe."""
+    scores = probe.score(cp.surrogate)
+    return CurvePoint(
+        budget=cp.budget,
+        queries=cp.queries,
+        fidelity=float(scores["fidelity"] or 0.0),
+        accuracy=scores["accuracy"],
+        l1=float(scores["l1"] or 0.0),
+        kl=float(scores["kl"] or 0.0),
+        spend=cp.queries * price_per_query,
+        query_seconds=round(cp.query_seconds, 4),
+        train_seconds=round(cp.train_seconds, 4),
+    )
 
 
 def run_assessment(
@@ -125,32 +189,18 @@ def run_assessment(
         else:
             oracle = Oracle(target, output=spec, budget=ladder[-1], price_per_query=price_per_query)
         run = AttackRun(attack.name, attack.paper, attack.params())
-        done = 0
 
-        def on_checkpoint(cp: Checkpoint, run: AttackRun = run) -> None:
-            nonlocal done
-            scores = probe.score(cp.surrogate)
-            run.points.append(
-                CurvePoint(
-                    budget=cp.budget,
-                    queries=cp.queries,
-                    fidelity=float(scores["fidelity"] or 0.0),
-                    accuracy=scores["accuracy"],
-                    l1=float(scores["l1"] or 0.0),
-                    kl=float(scores["kl"] or 0.0),
-                    spend=cp.queries * price_per_query,
-                    query_seconds=round(cp.query_seconds, 4),
-                    train_seconds=round(cp.train_seconds, 4),
-                )
-            )
-            done += 1
+        def score(cp: Checkpoint, run: AttackRun = run, name: str = attack.name) -> CurvePoint:
+            point = curve_point(cp, probe, price_per_query)
+            run.points.append(point)
             if on_point is not None:
-                on_point(attack.name, run.points[-1])
+                on_point(name, point)
             if progress is not None:
-                progress(attack.name, done, len(ladder))
+                progress(name, len(run.points), len(ladder))
+            return point
 
         t0 = time.perf_counter()
-        attack.fit(oracle, budget=ladder[-1], checkpoints=ladder, callback=on_checkpoint)
+        fit_scored(attack, oracle, ladder, score, stop_on=())  # an error here ends the assessment
         run.params = attack.params()  # again after fitting: adds what the run chose (e.g. the surrogate family)
         stats = oracle.stats()
         run.queries, run.calls = stats.queries, stats.calls

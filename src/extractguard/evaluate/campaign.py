@@ -18,7 +18,7 @@ import numpy as np
 from extractguard.attacks import Attack, create_attack
 from extractguard.data.files import load_table
 from extractguard.errors import ConfigurationError
-from extractguard.evaluate.assessment import Assessment, CurvePoint, parse_budgets, run_assessment
+from extractguard.evaluate.assessment import Assessment, CurvePoint, HonestAnswers, parse_budgets, run_assessment
 from extractguard.evaluate.metrics import ProbeSet, accuracy, fidelity, mean_l1
 from extractguard.oracle import Oracle
 from extractguard.oracle.answer import Answer
@@ -189,7 +189,7 @@ def run_campaign(
             return oracles[attack.name]
 
         info: dict[str, Any] = {"remote": config.describe(), "schema": schema.to_dict()}
-        info["honest_user"] = honest_user_metrics(served, probe_y, reference_proba)
+        info["honest_user"] = honest_user_metrics(served, probe_y, reference_proba).to_dict()
         result = run_assessment(
             target, built, ladder, probe, output=target.spec, price_per_query=price, target_info=info,
             seed=seed, oracle_factory=oracle_factory, on_point=on_point,
@@ -226,15 +226,12 @@ def run_campaign(
         store.close()
 
 
-def honest_user_metrics(
-    served: np.ndarray, y: np.ndarray | None, reference: np.ndarray | None = None
-) -> dict[str, float | None]:
+def honest_user_metrics(served: np.ndarray, y: np.ndarray | None, reference: np.ndarray | None = None) -> HonestAnswers:
     """What honest callers get on the probe rows: accuracy, and how far answers are from the real model."""
-    out: dict[str, float | None] = {"accuracy": None if y is None else round(accuracy(y, served), 6)}
-    if reference is not None:
-        out["agreement_with_reference"] = round(fidelity(reference, served), 6)
-        out["mean_l1_to_reference"] = round(mean_l1(reference, served), 6)
-    return out
+    acc = None if y is None else round(accuracy(y, served), 6)
+    if reference is None:
+        return HonestAnswers(acc)
+    return HonestAnswers(acc, agreement=round(fidelity(reference, served), 6), mean_l1=round(mean_l1(reference, served), 6))
 
 
 def transcript_summary(path: str | Path) -> dict[str, Any]:

@@ -12,13 +12,12 @@ yardstick, the reference variant's answers (normally an undefended tier, i.e. th
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from extractguard.errors import ConfigurationError
-from extractguard.evaluate.assessment import Assessment
+from extractguard.evaluate.assessment import Assessment, HonestAnswers, VariantSummary
 from extractguard.evaluate.campaign import run_campaign
 from extractguard.oracle.target_config import TargetConfig, Variant
 
@@ -26,25 +25,26 @@ from extractguard.oracle.target_config import TargetConfig, Variant
 VariantStart = Callable[[int, Variant, TargetConfig], None]
 
 
-def summarize_variant(variant: Variant, result: Assessment, reference: bool) -> dict[str, Any]:
+def summarize_variant(variant: Variant, result: Assessment, reference: bool) -> VariantSummary:
     """The report row of one variant: honest-user cost and the best stolen fidelity per budget."""
     best: dict[str, float] = {}
     for budget in result.budgets:
         values = [p.fidelity for run in result.runs for p in run.points if p.budget == budget]
         if values:
             best[str(budget)] = max(values)
-    return {
-        "name": variant.name,
-        "description": variant.description,
-        "output": result.output,
-        "reference": reference,
-        "honest_user": result.target.get("honest_user", {}),
-        "best_fidelity": best,
-        "runs": [asdict(run) for run in result.runs],
-        "paid_queries": result.target.get("paid_queries"),
-        "transcript": result.target.get("transcript", {}).get("path"),
-        "seconds": result.seconds,
-    }
+    # The campaign describes its endpoint in ``target`` (as report.json does): read back once, here.
+    return VariantSummary(
+        name=variant.name,
+        description=variant.description,
+        output=result.output,
+        reference=reference,
+        honest_user=HonestAnswers.from_dict(result.target.get("honest_user", {})),
+        best_fidelity=best,
+        runs=list(result.runs),
+        paid_queries=result.target.get("paid_queries"),
+        transcript=result.target.get("transcript", {}).get("path"),
+        seconds=result.seconds,
+    )
 
 
 def run_variant_comparison(

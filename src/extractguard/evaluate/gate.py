@@ -20,9 +20,10 @@ import math
 import operator
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from extractguard.errors import ConfigurationError
+from extractguard.evaluate.results import Cell, DefenseResult, MatrixReport
 
 #: metric -> (per budget?, description)
 METRICS: dict[str, tuple[bool, str]] = {
@@ -124,47 +125,50 @@ def parse_rules(texts: Sequence[str], budgets: Sequence[int], attacks: Sequence[
     return rules
 
 
-def _per_point(cell: dict[str, Any], metric: str) -> list[tuple[int, float | None]]:
+def _per_point(cell: Cell, metric: str) -> list[tuple[int, float | None]]:
     out = []
-    sus = cell["enforced"]["suspended_at"]
-    for p in cell["points"]:
+    sus = cell.enforced.suspended_at
+    for p in cell.points:
         if metric == "fidelity_enforced":
-            v = p["fidelity"] if sus is None or p["queries"] <= sus else (cell["enforced"]["fidelity"] or 0.0)
+            v = p.fidelity if sus is None or p.queries <= sus else (cell.enforced.fidelity or 0.0)
         else:
-            v = p.get(metric)
-        out.append((p["budget"], v))
+            v = getattr(p, metric)
+        out.append((p.budget, v))
     return out
 
 
-def _per_cell(cell: dict[str, Any], defense: dict[str, Any], metric: str) -> float | None:
-    det = cell["detection"]
+def _per_cell(cell: Cell, defense: DefenseResult, metric: str) -> float | None:
+    det = cell.detection
     if metric == "detection_queries":
-        return float(det["first_flag"]) if det.get("enabled") and det.get("first_flag") is not None else math.inf
+        return float(det.first_flag) if det.enabled and det.first_flag is not None else math.inf
     if metric == "suspension_queries":
-        s = cell["enforced"]["suspended_at"]
+        s = cell.enforced.suspended_at
         return math.inf if s is None else float(s)
     if metric == "cpu_seconds":
-        return float(cell["cost"]["cpu_seconds"])
+        return float(cell.cost.cpu_seconds)
     if metric == "honest_utility":
-        return float(defense["honest"]["agreement"])
+        return float(defense.honest.agreement)
     if metric == "honest_accuracy":
-        v = defense["honest"]["accuracy"]
+        v = defense.honest.accuracy
         return None if v is None else float(v)
     raise AssertionError(metric)
 
 
-def evaluate_rules(rules: Sequence[GateRule], report: dict[str, Any]) -> list[GateFailure]:
+def evaluate_rules(rules: Sequence[GateRule], report: MatrixReport | Mapping[str, Any]) -> list[GateFailure]:
     """Every (rule, cell[, budget]) whose value crosses the threshold.
 
+    ``report`` is the matrix's report, or its ``report.json`` read back (parsed here, once).
     A rule that no cell can answer (e.g. ``watermark_p`` without a watermarking defense in its
     scope) is an error, not a silent pass.
     """
+    if not isinstance(report, MatrixReport):
+        report = MatrixReport.from_dict(report)
     failures: list[GateFailure] = []
     for rule in rules:
         answered = False
         seen_defense: set[str] = set()
-        for cell in report["cells"]:
-            if any(cell[k] != v for k, v in rule.scope.items()):
+        for cell in report.cells:
+            if any(getattr(cell, k) != v for k, v in rule.scope.items()):
                 continue
             per_budget, _ = METRICS[rule.metric]
             if per_budget:
@@ -173,19 +177,19 @@ def evaluate_rules(rules: Sequence[GateRule], report: dict[str, Any]) -> list[Ga
                         continue
                     answered = True
                     if rule.crossed(float(v)):
-                        failures.append(GateFailure(rule, cell["attack"], cell["defense"], budget, float(v)))
+                        failures.append(GateFailure(rule, cell.attack, cell.defense, budget, float(v)))
             else:
                 if rule.metric.startswith("honest_"):
-                    if cell["defense"] in seen_defense:  # one value per defense, not per attack
+                    if cell.defense in seen_defense:  # one value per defense, not per attack
                         continue
-                    seen_defense.add(cell["defense"])
-                v = _per_cell(cell, report["defenses"][cell["defense"]], rule.metric)
+                    seen_defense.add(cell.defense)
+                v = _per_cell(cell, report.defenses[cell.defense], rule.metric)
                 if v is None:
                     continue
                 answered = True
                 if rule.crossed(v):
-                    attack = "*" if rule.metric.startswith("honest_") else cell["attack"]
-                    failures.append(GateFailure(rule, attack, cell["defense"], None, v))
+                    attack = "*" if rule.metric.startswith("honest_") else cell.attack
+                    failures.append(GateFailure(rule, attack, cell.defense, None, v))
         if not answered:
             raise ConfigurationError(f"--fail-if {rule.text!r}: no cell has a value for {rule.metric} "
                                      "(e.g. watermark_p needs a watermarking defense, honest_accuracy needs labels)")

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from extractguard.evaluate.cell_pipeline import build_cell_pipeline, timeline
 from extractguard.evaluate.matrix_config import DefenseVariant
 from extractguard.evaluate.matrix_data import Prepared
+from extractguard.evaluate.results import Detection, HonestUtility
 
 
-def honest_utility(prep: Prepared, variant: DefenseVariant, seed: int, workdir: Path, rows_per_hour: float) -> dict[str, Any]:
+def honest_utility(prep: Prepared, variant: DefenseVariant, seed: int, workdir: Path, rows_per_hour: float) -> HonestUtility:
     """What honest users get through this defense: agreement with the real model, accuracy,
     L1 distance of the served scores, and whether their account was flagged (a false positive)."""
-    from extractguard.evaluate.metrics import accuracy, fidelity, mean_l1
-
     pipe = build_cell_pipeline(prep, variant, "honest-user", seed + 7, workdir, rows_per_hour / 3600.0)
     oracle = pipe.oracle()
     X = prep.honest_X
@@ -30,14 +28,21 @@ def honest_utility(prep: Prepared, variant: DefenseVariant, seed: int, workdir: 
     if pipe.record is not None:
         pipe.record.close()
     real = prep.target.predict(X).probabilities
-    det = timeline(pipe)
-    out: dict[str, Any] = {
-        "rows": int(len(X)),
-        "agreement": round(fidelity(real, served), 6),
-        "accuracy": None if prep.honest_y is None else round(accuracy(prep.honest_y, served), 6),
-        "model_accuracy": None if prep.honest_y is None else round(accuracy(prep.honest_y, real), 6),
-        "mean_l1": round(mean_l1(real, served), 6),
-        "flagged": bool(det.get("first_flag")) if det["enabled"] else None,
-        "detection": det,
-    }
-    return out
+    return measure_honest(real, served, prep.honest_y, Detection.from_dict(timeline(pipe)))
+
+
+def measure_honest(real: np.ndarray, served: np.ndarray, y: np.ndarray | None, detection: Detection,
+                   note: str | None = None) -> HonestUtility:
+    """Honest users' answers ``served`` against the real model's ``real`` (and the labels ``y``)."""
+    from extractguard.evaluate.metrics import accuracy, fidelity, mean_l1
+
+    return HonestUtility(
+        rows=int(len(served)),
+        agreement=round(fidelity(real, served), 6),
+        accuracy=None if y is None else round(accuracy(y, served), 6),
+        model_accuracy=None if y is None else round(accuracy(y, real), 6),
+        mean_l1=round(mean_l1(real, served), 6),
+        flagged=detection.flagged,
+        detection=detection,
+        note=note,
+    )

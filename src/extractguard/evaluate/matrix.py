@@ -26,25 +26,30 @@ independent processes whose results do not depend on scheduling.
 
 A deployed API (``target: {remote: target.yaml}``) is measured over HTTP instead, one cell at a
 time, each defense being a variant (API key) of target.yaml: :mod:`extractguard.evaluate.matrix_remote`.
+
+Where each part lives: ``matrix_config`` (assess.yaml, validated once), ``matrix_data`` (the
+target and its held-out and honest rows), ``cell_pipeline`` (a cell's answer pipeline),
+``honest`` (honest-user utility), ``ladder`` (climbing the budget ladder and scoring each
+checkpoint, shared with the assessment and the remote campaign), ``matrix_cell`` (one local
+cell), ``frontier``, ``matrix_report`` and ``results`` (the typed report).  This module runs
+the grid, here or in a process pool.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
-import platform
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
-from extractguard import __version__
 from extractguard.errors import ConfigurationError
-from extractguard.evaluate.frontier import frontier
 from extractguard.evaluate.matrix_cell import run_cell
 from extractguard.evaluate.matrix_config import MatrixConfig, load_matrix_config
 from extractguard.evaluate.matrix_data import prepared
+from extractguard.evaluate.matrix_report import matrix_report
+from extractguard.evaluate.results import Cell, DefenseResult, HonestUtility, MatrixReport
 
 __all__ = ["CellCallback", "load_matrix_config", "run_matrix"]
 
@@ -54,12 +59,12 @@ def _worker_init() -> None:
 
 
 # -- the grid -----------------------------------------------------------------------------------
-CellCallback = Callable[[dict[str, Any]], None]
+CellCallback = Callable[[Cell], None]
 
 
 def run_matrix(cfg: MatrixConfig, jobs: int | None = None, on_cell: CellCallback | None = None,
-               workdir: Path | None = None, force: bool = False) -> dict[str, Any]:
-    """Run every (attack, defense) cell; returns the report as a dict (``report.json``).
+               workdir: Path | None = None, force: bool = False) -> MatrixReport:
+    """Run every (attack, defense) cell; returns the report (``to_dict()`` is ``report.json``).
 
     ``jobs`` > 1 runs cells in a process pool (spawned, so no fork of a process holding torch
     threads); ``jobs == 1`` runs them here, in order.  Results do not depend on ``jobs``.
@@ -82,12 +87,12 @@ def run_matrix(cfg: MatrixConfig, jobs: int | None = None, on_cell: CellCallback
                 "at least 50 (use a larger dataset or set detection.reference to the owner's held-out rows)"
             )
     cells_spec = [(a, d) for d in cfg.defenses for a in cfg.attacks]
-    results: dict[tuple[str, str], dict[str, Any]] = {}
+    results: dict[tuple[str, str], tuple[Cell, HonestUtility]] = {}
     if jobs <= 1 or len(cells_spec) == 1:
         for a, d in cells_spec:
             results[(a, d)] = run_cell(cfg_json, a, d)
             if on_cell is not None:
-                on_cell(results[(a, d)])
+                on_cell(results[(a, d)][0])
     else:
         import multiprocessing as mp
 
@@ -97,32 +102,15 @@ def run_matrix(cfg: MatrixConfig, jobs: int | None = None, on_cell: CellCallback
             for fut in as_completed(futures):
                 results[futures[fut]] = fut.result()
                 if on_cell is not None:
-                    on_cell(results[futures[fut]])
-    cells = [results[k] for k in cells_spec]
+                    on_cell(results[futures[fut]][0])
+    cells = [results[k][0] for k in cells_spec]
     defenses = {}
     for name, variant in cfg.defenses.items():
-        first = next(c for c in cells if c["defense"] == name)
-        defenses[name] = {"spec": variant.model_dump(mode="json", exclude_none=True), "honest": first["honest"]}
-    for c in cells:
-        c.pop("honest")
+        honest = next(results[k][1] for k in cells_spec if k[1] == name)
+        defenses[name] = DefenseResult(spec=variant.model_dump(mode="json", exclude_none=True), honest=honest)
     from extractguard.evaluate.metrics import ProbeSet
 
     probe = ProbeSet.from_target(prep.target, prep.probe_X, prep.probe_y)
-    return {
-        "kind": "assessment-matrix",
-        "target": prep.info,
-        "attacks": list(cfg.attacks),
-        "budgets": list(cfg.budgets),
-        "defenses": defenses,
-        "cells": cells,
-        "frontier": frontier(cells, defenses, cfg.budgets[-1]),
-        "probe_size": int(len(prep.probe_X)),
-        "honest_rows": int(len(prep.honest_X)),
-        "victim_probe_accuracy": probe.victim_accuracy(),
-        "config": json.loads(cfg_json),
-        "seed": cfg.seed,
-        "jobs": jobs,
-        "started_at": started.isoformat(timespec="seconds"),
-        "seconds": round(time.perf_counter() - t0, 3),
-        "tool": {"extractguard": __version__, "python": platform.python_version()},
-    }
+    return matrix_report(cfg, target=prep.info, defenses=defenses, cells=cells, probe_size=len(prep.probe_X),
+                         honest_rows=len(prep.honest_X), victim_probe_accuracy=probe.victim_accuracy(), jobs=jobs,
+                         started=started, t0=t0)

@@ -29,16 +29,15 @@ it, so a re-run never pays twice silently.
 from __future__ import annotations
 
 import datetime as _dt
-import json
-import platform
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from extractguard import __version__
 from extractguard.errors import ConfigurationError
+from extractguard.evaluate.results import Cell, CellCost, DefenseResult, Detection, MatrixReport, WatermarkVerdict
 
 #: Fields of a defense that describe a simulated (local) pipeline: a deployed API has its own.
 LOCAL_FIELDS = ("output", "defenses", "watermark", "detection")
@@ -102,25 +101,25 @@ def _detection_response(refusal: dict[str, Any]) -> str | None:
     return None
 
 
-def _observed(refusals: list[dict[str, Any]]) -> dict[str, Any]:
+def _observed(refusals: list[dict[str, Any]]) -> Detection:
     """The detection timeline an outside caller can see: the first time each response came back."""
-    responses: dict[str, int] = {}
+    responses: dict[str, int | None] = {}
     for r in refusals:
         action = _detection_response(r)
         if action is not None and action not in responses:
             responses[action] = int(r["rows_before"])
-    first = min(responses.values()) if responses else None
-    return {
-        "enabled": True,
-        "observed_from_outside": True,
-        "first_flag": first,
-        "signals": {},
-        "responses": responses,
-        "served_before_suspension": responses.get("suspend"),
-        "max_level": None,
-        "explanation": ("first detection response after " + ", ".join(f"{a} at {q}" for a, q in responses.items())
-                        if responses else "not observed: no throttle, challenge or suspension came back"),
-    }
+    first = min(q for q in responses.values() if q is not None) if responses else None
+    return Detection(
+        enabled=True,
+        observed_from_outside=True,
+        first_flag=first,
+        signals={},
+        responses=responses,
+        served_before_suspension=responses.get("suspend"),
+        max_level=None,
+        explanation=("first detection response after " + ", ".join(f"{a} at {q}" for a, q in responses.items())
+                     if responses else "not observed: no throttle, challenge or suspension came back"),
+    )
 
 
 def _remove_transcript(path: Path) -> None:
@@ -146,12 +145,12 @@ class _Account:
         self.account = account.account
         self.record_path = gw.watermark_db_path
 
-    def verdict(self, surrogate: Any, schema: Any, alpha: float) -> dict[str, Any]:
+    def verdict(self, surrogate: Any, schema: Any, alpha: float) -> WatermarkVerdict:
         from extractguard.evaluate.ladder import watermark_point
         from extractguard.watermark.record import WatermarkRecord
 
         if not self.record_path.is_file():
-            return {"watermark_p": None, "watermark_copy": None, "watermark_marked": 0}
+            return WatermarkVerdict()
         record = WatermarkRecord(self.record_path, read_only=True)
         try:
             return watermark_point(record, self.account, surrogate, schema, alpha)
@@ -184,14 +183,14 @@ def claim_transcripts(cfg: Any, workdir: Path, force: bool = False) -> dict[str,
 
 
 def run_remote_matrix(cfg: Any, workdir: Path, force: bool = False,
-                      on_cell: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Every (attack, defense) cell over HTTP, serially; the report dict of :func:`run_matrix`."""
-    import torch
-
+                      on_cell: Callable[[Cell], None] | None = None) -> MatrixReport:
+    """Every (attack, defense) cell over HTTP, serially; the report of :func:`run_matrix`."""
     from extractguard.data.files import load_table
     from extractguard.evaluate.campaign import PROBE_RUN
-    from extractguard.evaluate.frontier import frontier
-    from extractguard.evaluate.metrics import ProbeSet, accuracy, fidelity, mean_l1
+    from extractguard.evaluate.honest import measure_honest
+    from extractguard.evaluate.ladder import one_torch_thread
+    from extractguard.evaluate.matrix_report import matrix_report
+    from extractguard.evaluate.metrics import ProbeSet, accuracy
     from extractguard.oracle.remote import RemoteOracle, RemoteTarget, check_authorization
     from extractguard.oracle.target_config import load_target_config
     from extractguard.oracle.transcript import SqliteTranscript
@@ -238,28 +237,20 @@ def run_remote_matrix(cfg: Any, workdir: Path, force: bool = False,
         served = {v: probe_answers(v) for v in needed}
         ref = served[reference]
         probe = ProbeSet(probe_X, ref, probe_y)
-        defenses: dict[str, Any] = {}
+        defenses: dict[str, DefenseResult] = {}
         for name, d in cfg.defenses.items():
-            s = served[d.variant]
-            honest = {
-                "rows": int(len(probe_X)), "agreement": round(fidelity(ref, s), 6),
-                "accuracy": None if probe_y is None else round(accuracy(probe_y, s), 6),
-                "model_accuracy": None if probe_y is None else round(accuracy(probe_y, ref), 6),
-                "mean_l1": round(mean_l1(ref, s), 6), "flagged": None, "detection": {"enabled": False},
-                "note": f"the probe rows answered through variant {d.variant!r} vs the reference {reference!r}",
-            }
+            honest = measure_honest(ref, served[d.variant], probe_y, Detection(enabled=False),
+                                    note=f"the probe rows answered through variant {d.variant!r} vs the reference {reference!r}")
             # What is known of the deployed defense: the variant, and the tier's settings when the
             # gateway's configuration was named (otherwise the chain is not visible from outside).
             spec = d.model_dump(mode="json", exclude_none=True, include={"variant", "gateway", "defenses", "watermark",
                                                                           "detection"} if d.gateway else {"variant"})
             spec["output"] = subs[d.variant].output
             spec["description"] = d.description or variants[d.variant].description or ""
-            defenses[name] = {"spec": spec, "honest": honest}
+            defenses[name] = DefenseResult(spec=spec, honest=honest)
 
         cells = []
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
+        with one_torch_thread():
             for name, d in cfg.defenses.items():
                 keys = subs[d.variant].api_keys()
                 own = len(keys) >= len(cfg.attacks)
@@ -270,12 +261,10 @@ def run_remote_matrix(cfg: Any, workdir: Path, force: bool = False,
                     account = _Account(d.gateway.config, sub.api_keys()[0]) if d.gateway is not None and d.watermark else None
                     cell = _run_cell(cfg, name, d.variant, attack_name, sub, stores[d.variant], probe, pool, ladder, price,
                                      spend_cap_left(d.variant), account, schema)
-                    cell["account"] = "own key" if own else f"shared by the {len(cfg.attacks)} attacks on this variant"
+                    cell = replace(cell, account="own key" if own else f"shared by the {len(cfg.attacks)} attacks on this variant")
                     cells.append(cell)
                     if on_cell is not None:
                         on_cell(cell)
-        finally:
-            torch.set_num_threads(threads)
         paid = {v: {"attack": s.paid_rows(purpose="attack"), "evaluation": s.paid_rows(purpose="evaluation")}
                 for v, s in stores.items()}
     finally:
@@ -290,33 +279,19 @@ def run_remote_matrix(cfg: Any, workdir: Path, force: bool = False,
                          "note": "evaluation rows are the probe answers (one set per variant), paid but never charged "
                                  "to an attack's budget"},
     }
-    return {
-        "kind": "assessment-matrix",
-        "target": info,
-        "attacks": list(cfg.attacks),
-        "budgets": ladder,
-        "defenses": defenses,
-        "cells": cells,
-        "frontier": frontier(cells, defenses, ladder[-1]),
-        "probe_size": int(len(probe_X)),
-        "honest_rows": int(len(probe_X)),
-        "victim_probe_accuracy": None if probe_y is None else round(accuracy(probe_y, ref), 6),
-        "config": json.loads(cfg.model_dump_json()),
-        "seed": cfg.seed,
-        "jobs": 1,
-        "started_at": started.isoformat(timespec="seconds"),
-        "seconds": round(time.perf_counter() - t0, 3),
-        "tool": {"extractguard": __version__, "python": platform.python_version()},
-    }
+    return matrix_report(cfg, target=info, defenses=defenses, cells=cells, probe_size=len(probe_X),
+                         honest_rows=len(probe_X),
+                         victim_probe_accuracy=None if probe_y is None else round(accuracy(probe_y, ref), 6),
+                         jobs=1, started=started, t0=t0)
 
 
 def _run_cell(cfg: Any, defense: str, variant: str, attack_name: str, sub: Any, store: Any, probe: Any,
               pool: np.ndarray | None, ladder: list[int], price: float, spend_cap: float | None,
-              account: _Account | None, schema: Any) -> dict[str, Any]:
+              account: _Account | None, schema: Any) -> Cell:
     """One attack through one deployed variant: a paid extraction, scored at every budget."""
     from extractguard.attacks import create_attack
     from extractguard.evaluate.campaign import attack_run_name, preflight
-    from extractguard.evaluate.ladder import checkpoint_point, enforced_copy, fit_scored
+    from extractguard.evaluate.ladder import cell_scorer, enforced_copy, fit_scored
     from extractguard.oracle.remote import RemoteOracle, RemoteTarget
 
     t_wall, t_cpu = time.perf_counter(), time.process_time()
@@ -325,11 +300,7 @@ def _run_cell(cfg: Any, defense: str, variant: str, attack_name: str, sub: Any, 
     oracle = RemoteOracle(target, store, attack_run_name(attack_name), budget=ladder[-1], price_per_query=price,
                           spend_cap=spend_cap, purpose="attack")
 
-    def score(cp: Any) -> dict[str, Any]:
-        point = checkpoint_point(cp, probe, price)
-        if account is not None:
-            point.update(account.verdict(cp.surrogate, schema, cfg.alpha))
-        return point
+    score = cell_scorer(probe, price, None if account is None else (lambda copy: account.verdict(copy, schema, cfg.alpha)))
 
     # A pre-flight refusal costs nothing; a suspension (403) or challenge (428) from the gateway, or
     # an attack that needs scores against a label-only variant, ends the cell with the copies so far.
@@ -337,7 +308,7 @@ def _run_cell(cfg: Any, defense: str, variant: str, attack_name: str, sub: Any, 
         attack, oracle, ladder, score,
         prepare=lambda: preflight([attack_name], target, ladder, pool=pool, surrogate=cfg.surrogate, seed=cfg.seed))
     detection = _observed(target.stats.refusals)
-    if error is not None and detection["responses"]:
+    if error is not None and detection.responses:
         last = target.stats.refusals[-1]
         action = _detection_response(last)
         if action is not None:  # the client's generic "check the key" line would mislead here
@@ -345,28 +316,28 @@ def _run_cell(cfg: Any, defense: str, variant: str, attack_name: str, sub: Any, 
                      f"(HTTP {last['status']}: {last['message']})")
     stats = target.stats
     queries = int(oracle.queries_used)
-    return {
-        "attack": attack_name,
-        "defense": defense,
-        "variant": variant,
-        "paper": attack.paper,
-        "output": sub.output,
-        "error": error,
-        "points": points,
-        "queries": queries,
-        "calls": int(oracle.stats().calls),
-        "detection": detection,
-        "enforced": enforced_copy(points, detection),
-        "cost": {
-            "queries": queries,
-            "spend": round(queries * price, 6),
-            "pow_hashes": 0,
-            "throttle_wait_seconds": round(stats.waited_seconds, 1),
-            "wall_seconds": round(a_wall, 3),
-            "cpu_seconds": round(a_cpu, 3),
-            "cell_wall_seconds": round(time.perf_counter() - t_wall, 3),
-            "cell_cpu_seconds": round(time.process_time() - t_cpu, 3),
-            "http": {"requests": stats.requests, "throttled": stats.throttled, "retries": stats.retries,
-                     "server_errors": stats.server_errors},
-        },
-    }
+    return Cell(
+        attack=attack_name,
+        defense=defense,
+        variant=variant,
+        paper=attack.paper,
+        output=sub.output,
+        error=error,
+        points=points,
+        queries=queries,
+        calls=int(oracle.stats().calls),
+        detection=detection,
+        enforced=enforced_copy(points, detection),
+        cost=CellCost(
+            queries=queries,
+            spend=round(queries * price, 6),
+            pow_hashes=0,
+            throttle_wait_seconds=round(stats.waited_seconds, 1),
+            wall_seconds=round(a_wall, 3),
+            cpu_seconds=round(a_cpu, 3),
+            cell_wall_seconds=round(time.perf_counter() - t_wall, 3),
+            cell_cpu_seconds=round(time.process_time() - t_cpu, 3),
+            http={"requests": stats.requests, "throttled": stats.throttled, "retries": stats.retries,
+                  "server_errors": stats.server_errors},
+        ),
+    )

@@ -16,6 +16,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from extractguard.evaluate.assessment import Assessment
+from extractguard.evaluate.results import MatrixReport
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#1d2330;padding:0 1rem}
@@ -61,15 +62,15 @@ def plot_variants(assessment: Assessment) -> bytes:
     ax_c, ax_t = fig.subplots(1, 2)
     top = str(assessment.budgets[-1])
     for v in assessment.variants:
-        budgets = sorted(int(b) for b in v["best_fidelity"])
-        ax_c.plot(budgets, [v["best_fidelity"][str(b)] for b in budgets], marker="o", label=v["name"])
-        acc = v["honest_user"].get("accuracy")
+        budgets = sorted(int(b) for b in v.best_fidelity)
+        ax_c.plot(budgets, [v.best_fidelity[str(b)] for b in budgets], marker="o", label=v.name)
+        acc = v.honest_user.accuracy
         if acc is None:
-            acc = v["honest_user"].get("agreement_with_reference", 1.0)
-        fid = v["best_fidelity"].get(top)
+            acc = 1.0 if v.honest_user.agreement is None else v.honest_user.agreement
+        fid = v.best_fidelity.get(top)
         if fid is not None:
             ax_t.scatter([acc], [fid], s=40)
-            ax_t.annotate(v["name"], (acc, fid), textcoords="offset points", xytext=(5, 4), fontsize=8)
+            ax_t.annotate(v.name, (acc, fid), textcoords="offset points", xytext=(5, 4), fontsize=8)
     ax_c.set_xscale("log")
     ax_c.set_xlabel("queries")
     ax_c.set_ylabel("fidelity of the stolen copy")
@@ -91,14 +92,16 @@ def _variants_html(a: Assessment) -> str:
     head = "".join(f"<th>fidelity @ {b}</th>" for b in a.budgets)
     rows = []
     for v in a.variants:
-        hu = v["honest_user"]
-        cells = "".join(f"<td>{_fmt(v['best_fidelity'].get(str(b)))}</td>" for b in a.budgets)
-        name = html.escape(v["name"]) + (" (reference)" if v["reference"] else "")
+        hu = v.honest_user
+        cells = "".join(f"<td>{_fmt(v.best_fidelity.get(str(b)))}</td>" for b in a.budgets)
+        name = html.escape(v.name) + (" (reference)" if v.reference else "")
+        # the reference's answers stand for the real model: it agrees with itself, at distance 0
+        agreement = hu.agreement if hu.agreement is not None else (1.0 if v.reference else None)
+        l1 = hu.mean_l1 if hu.mean_l1 is not None else (0.0 if v.reference else None)
         rows.append(
-            f"<tr><td>{name}</td><td>{html.escape(v['output'])}</td><td>{_fmt(hu.get('accuracy'))}</td>"
-            f"<td>{_fmt(hu.get('agreement_with_reference', 1.0 if v['reference'] else None))}</td>"
-            f"<td>{_fmt(hu.get('mean_l1_to_reference', 0.0 if v['reference'] else None))}</td>{cells}"
-            f"<td>{html.escape(v.get('description') or '')}</td></tr>"
+            f"<tr><td>{name}</td><td>{html.escape(v.output)}</td><td>{_fmt(hu.accuracy)}</td>"
+            f"<td>{_fmt(agreement)}</td><td>{_fmt(l1)}</td>{cells}"
+            f"<td>{html.escape(v.description or '')}</td></tr>"
         )
     return f"""<h2>Defenses: what each variant gives away, and what it costs honest users</h2>
 <p>The same attacks ran through each variant (one API key per gateway tier). Fidelity is the best attack's
@@ -207,25 +210,25 @@ def _png(fig: Figure) -> str:
     return base64.b64encode(_png_bytes(fig)).decode("ascii")
 
 
-def plot_matrix_curves(report: dict[str, Any]) -> str:
+def plot_matrix_curves(report: MatrixReport) -> str:
     """Fidelity vs queries, one panel per defense, one line per attack (base64 PNG).
 
     A cross marks where the account would have been suspended."""
-    names = list(report["defenses"])
+    names = list(report.defenses)
     cols = min(3, len(names))
     rows = (len(names) + cols - 1) // cols
     fig = Figure(figsize=(4.0 * cols, 3.2 * rows), dpi=100)
     axes = fig.subplots(rows, cols, squeeze=False)
-    colors = {a: f"C{i}" for i, a in enumerate(report["attacks"])}
+    colors = {a: f"C{i}" for i, a in enumerate(report.attacks)}
     for i, name in enumerate(names):
         ax = axes[i // cols][i % cols]
-        for c in (c for c in report["cells"] if c["defense"] == name):
-            q = [p["queries"] for p in c["points"]]
-            ax.plot(q, [p["fidelity"] for p in c["points"]], marker="o", markersize=3, color=colors[c["attack"]], label=c["attack"])
-            sus = c["enforced"]["suspended_at"]
+        for c in (c for c in report.cells if c.defense == name):
+            q = [p.queries for p in c.points]
+            ax.plot(q, [p.fidelity for p in c.points], marker="o", markersize=3, color=colors[c.attack], label=c.attack)
+            sus = c.enforced.suspended_at
             if sus is not None:
-                ax.axvline(max(sus, 1), color=colors[c["attack"]], linestyle=":", linewidth=1)
-                ax.plot([max(sus, 1)], [c["enforced"]["fidelity"] or 0.0], marker="X", markersize=8, color=colors[c["attack"]])
+                ax.axvline(max(sus, 1), color=colors[c.attack], linestyle=":", linewidth=1)
+                ax.plot([max(sus, 1)], [c.enforced.fidelity or 0.0], marker="X", markersize=8, color=colors[c.attack])
         ax.set_xscale("log")
         ax.set_ylim(0, 1.02)
         ax.set_title(name, fontsize=10)
@@ -239,68 +242,68 @@ def plot_matrix_curves(report: dict[str, Any]) -> str:
     return _png(fig)
 
 
-def plot_frontier(report: dict[str, Any]) -> str:
+def plot_frontier(report: MatrixReport) -> str:
     """Security / utility frontier: best stolen fidelity vs honest agreement, one point per defense."""
     fig = Figure(figsize=(7, 4.6), dpi=100)
     ax = fig.subplots()
-    pts = [p for p in report["frontier"] if p["fidelity"] is not None]
+    pts = [(p, p.fidelity) for p in report.frontier if p.fidelity is not None]
     stacked: dict[tuple[float, float], list[str]] = {}
-    for p in pts:
-        style = dict(s=70, color="#1d4ed8" if p["pareto"] else "#94a3b8", zorder=3, edgecolor="black" if p["pareto"] else "none")
-        ax.scatter([p["utility"]], [p["fidelity"]], **style)
-        if p["fidelity_enforced"] is not None and p["fidelity_enforced"] < p["fidelity"]:
-            ax.scatter([p["utility"]], [p["fidelity_enforced"]], s=60, facecolors="none", edgecolors="#b91c1c", zorder=3)
-            ax.plot([p["utility"]] * 2, [p["fidelity"], p["fidelity_enforced"]], color="#b91c1c", linestyle=":", linewidth=1)
+    for p, fid in pts:
+        style = dict(s=70, color="#1d4ed8" if p.pareto else "#94a3b8", zorder=3, edgecolor="black" if p.pareto else "none")
+        ax.scatter([p.utility], [fid], **style)
+        if p.fidelity_enforced is not None and p.fidelity_enforced < fid:
+            ax.scatter([p.utility], [p.fidelity_enforced], s=60, facecolors="none", edgecolors="#b91c1c", zorder=3)
+            ax.plot([p.utility] * 2, [fid, p.fidelity_enforced], color="#b91c1c", linestyle=":", linewidth=1)
         # defenses often land on the same point: one label naming all of them, not overprinted names
-        stacked.setdefault((round(p["utility"], 6), round(p["fidelity"], 6)), []).append(p["defense"])
+        stacked.setdefault((round(p.utility, 6), round(fid, 6)), []).append(p.defense)
     for (x, y), names in stacked.items():
         ax.annotate(", ".join(names), (x, y), textcoords="offset points", xytext=(7, 3), fontsize=8)
-    front = sorted((p for p in pts if p["pareto"]), key=lambda p: p["utility"])
+    front = sorted(((p, fid) for p, fid in pts if p.pareto), key=lambda pf: pf[0].utility)
     if len(front) > 1:
-        ax.plot([p["utility"] for p in front], [p["fidelity"] for p in front], color="#1d4ed8", linewidth=1.2, label="Pareto front")
-    if any(p["fidelity_enforced"] is not None and p["fidelity_enforced"] < p["fidelity"] for p in pts):
+        ax.plot([p.utility for p, _ in front], [fid for _, fid in front], color="#1d4ed8", linewidth=1.2, label="Pareto front")
+    if any(p.fidelity_enforced is not None and p.fidelity_enforced < fid for p, fid in pts):
         ax.scatter([], [], s=60, facecolors="none", edgecolors="#b91c1c", label="with suspension enforced")
     ax.scatter([], [], s=60, color="#1d4ed8", edgecolor="black", label="Pareto-optimal defense")
     if pts:  # zoom on the points, but never to a span so small that noise looks like a gap
-        ys = [p["fidelity"] for p in pts] + [p["fidelity_enforced"] for p in pts if p["fidelity_enforced"] is not None]
-        xs = [p["utility"] for p in pts]
+        ys = [fid for _, fid in pts] + [p.fidelity_enforced for p, _ in pts if p.fidelity_enforced is not None]
+        xs = [p.utility for p, _ in pts]
         lo, hi = min(ys), max(ys)
         pad = max(0.05, (hi - lo) * 0.15)
         ax.set_ylim(max(0.0, lo - pad), min(1.02, hi + pad))
         xpad = max(0.01, (max(xs) - min(xs)) * 0.15)
         ax.set_xlim(min(xs) - xpad, min(1.0 + xpad, max(xs) + 3 * xpad))
     ax.set_xlabel("honest users' agreement with the real model")
-    ax.set_ylabel(f"best stolen fidelity at {report['budgets'][-1]} queries")
+    ax.set_ylabel(f"best stolen fidelity at {report.budgets[-1]} queries")
     ax.set_title("Security / utility frontier (lower right is better)", fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     return _png(fig)
 
 
-def plot_detection_timeline(report: dict[str, Any]) -> str | None:
+def plot_detection_timeline(report: MatrixReport) -> str | None:
     """Per cell with detection: the query count at which each signal fired (dots) and each
     graduated response would start (markers); ``None`` when no defense detects."""
-    cells = [c for c in report["cells"] if c["detection"]["enabled"]]
+    cells = [c for c in report.cells if c.detection.enabled]
     if not cells:
         return None
     fig = Figure(figsize=(9, 0.6 * len(cells) + 1.6), dpi=100)
     ax = fig.subplots()
-    top = max(report["budgets"])
+    top = max(report.budgets)
     for y, c in enumerate(cells):
-        ax.plot([1, max(c["queries"], 1)], [y, y], color="#cbd5e1", linewidth=14, solid_capstyle="butt", zorder=1)
-        for q in c["detection"]["signals"].values():
+        ax.plot([1, max(c.queries, 1)], [y, y], color="#cbd5e1", linewidth=14, solid_capstyle="butt", zorder=1)
+        for q in c.detection.signals.values():
             ax.scatter([max(q, 1)], [y], s=14, color="#334155", zorder=2)
-        for action, q in c["detection"]["responses"].items():
+        for action, q in c.detection.responses.items():
             if q is not None:  # each response on its own line of the band, so equal counts stay visible
                 m, col = _RESPONSE_STYLE[action]
                 ax.scatter([max(q, 1)], [y + _RESPONSE_OFFSET[action]], marker=m, s=45, color=col, zorder=3)
-        if not c["detection"]["first_flag"]:
-            ax.annotate("not detected", (max(c["queries"], 1), y), textcoords="offset points", xytext=(5, -3), fontsize=7)
+        if not c.detection.first_flag:
+            ax.annotate("not detected", (max(c.queries, 1), y), textcoords="offset points", xytext=(5, -3), fontsize=7)
     for action, (m, col) in _RESPONSE_STYLE.items():
         ax.scatter([], [], marker=m, s=50, color=col, label=action)
     ax.scatter([], [], s=14, color="#334155", label="a signal fired")
     ax.set_yticks(range(len(cells)))
-    ax.set_yticklabels([f"{c['attack']} x {c['defense']}" for c in cells], fontsize=8)
+    ax.set_yticklabels([f"{c.attack} x {c.defense}" for c in cells], fontsize=8)
     ax.set_xscale("log")
     ax.set_xlim(0.8, top * 1.5)
     ax.invert_yaxis()
@@ -311,62 +314,62 @@ def plot_detection_timeline(report: dict[str, Any]) -> str | None:
     return _png(fig)
 
 
-def render_matrix_html(report: dict[str, Any]) -> str:
+def render_matrix_html(report: MatrixReport) -> str:
     """The matrix report page: frontier, curves per defense, detection timeline, cell table."""
     r = report
-    top = r["budgets"][-1]
+    top = r.budgets[-1]
     frontier_img = plot_frontier(r)
     curves_img = plot_matrix_curves(r)
     timeline_img = plot_detection_timeline(r)
     timeline = (f'<img id="timeline" alt="Detection timeline per cell" src="data:image/png;base64,{timeline_img}">'
                 if timeline_img else '<p id="timeline-none">No defense in this grid runs detection.</p>')
     drows = []
-    for p in r["frontier"]:
-        d = r["defenses"][p["defense"]]
-        h, spec = d["honest"], d["spec"]
+    for p in r.frontier:
+        d = r.defenses[p.defense]
+        h, spec = d.honest, d.spec
         chain = ", ".join(x.get("name", "?") for x in spec.get("defenses", [])) or (
             f"deployed variant {spec['variant']}" if "variant" in spec and "gateway" not in spec else "–")
         extras = [k for k in ("watermark", "detection") if k in spec]
         drows.append(
-            f"<tr><td>{html.escape(p['defense'])}{' ★' if p['pareto'] else ''}</td><td>{html.escape(spec.get('output', ''))}</td>"
-            f"<td>{html.escape(chain)}</td><td>{html.escape(', '.join(extras) or '–')}</td><td>{_fmt(p['fidelity'])}</td>"
-            f"<td>{_fmt(p['fidelity_enforced'])}</td><td>{_fmt(h['agreement'])}</td><td>{_fmt(h['accuracy'])}</td>"
-            f"<td>{_fmt(h['mean_l1'])}</td><td>{'–' if h['flagged'] is None else ('yes' if h['flagged'] else 'no')}</td></tr>"
+            f"<tr><td>{html.escape(p.defense)}{' ★' if p.pareto else ''}</td><td>{html.escape(spec.get('output', ''))}</td>"
+            f"<td>{html.escape(chain)}</td><td>{html.escape(', '.join(extras) or '–')}</td><td>{_fmt(p.fidelity)}</td>"
+            f"<td>{_fmt(p.fidelity_enforced)}</td><td>{_fmt(h.agreement)}</td><td>{_fmt(h.accuracy)}</td>"
+            f"<td>{_fmt(h.mean_l1)}</td><td>{'–' if h.flagged is None else ('yes' if h.flagged else 'no')}</td></tr>"
         )
     crows = []
-    for c in r["cells"]:
-        fid = {p["budget"]: p for p in c["points"]}
-        det, enf, cost = c["detection"], c["enforced"], c["cost"]
-        flagged = "off" if not det["enabled"] else (str(det["first_flag"]) if det["first_flag"] else "not detected")
-        resp = "–" if not det["enabled"] else ", ".join(f"{a} {q}" for a, q in det["responses"].items() if q is not None) or "none"
-        wp = fid.get(top, {}).get("watermark_p")
-        cells_b = "".join(f"<td>{_fmt(fid[b]['fidelity']) if b in fid else '–'}</td>" for b in r["budgets"])
-        enforced = ("–" if enf["suspended_at"] is None else
-                    f"{_fmt(enf['fidelity']) if enf['fidelity'] is not None else 'no copy'} (suspended at {enf['suspended_at']})")
-        err = f'<br><span class="err">{html.escape(c["error"])}</span>' if c.get("error") else ""
+    for c in r.cells:
+        fid = {p.budget: p for p in c.points}
+        det, enf, cost = c.detection, c.enforced, c.cost
+        flagged = "off" if not det.enabled else (str(det.first_flag) if det.first_flag else "not detected")
+        resp = "–" if not det.enabled else ", ".join(f"{a} {q}" for a, q in det.responses.items() if q is not None) or "none"
+        wp = fid[top].watermark_p if top in fid else None
+        cells_b = "".join(f"<td>{_fmt(fid[b].fidelity) if b in fid else '–'}</td>" for b in r.budgets)
+        enforced = ("–" if enf.suspended_at is None else
+                    f"{_fmt(enf.fidelity) if enf.fidelity is not None else 'no copy'} (suspended at {enf.suspended_at})")
+        err = f'<br><span class="err">{html.escape(c.error)}</span>' if c.error else ""
         crows.append(
-            f"<tr><td>{html.escape(c['attack'])}{err}</td><td>{html.escape(c['defense'])}</td>{cells_b}<td>{enforced}</td>"
+            f"<tr><td>{html.escape(c.attack)}{err}</td><td>{html.escape(c.defense)}</td>{cells_b}<td>{enforced}</td>"
             f"<td>{flagged}</td><td>{html.escape(resp)}</td><td>{'–' if wp is None else f'{wp:.2g}'}</td>"
-            f"<td>{c['queries']}</td><td>{_fmt(cost['spend'], 2)}</td><td>{cost['pow_hashes']:.3g}</td>"
-            f"<td>{_fmt(cost['throttle_wait_seconds'], 0)}</td><td>{_fmt(cost['cpu_seconds'], 1)}</td></tr>"
+            f"<td>{c.queries}</td><td>{_fmt(cost.spend, 2)}</td><td>{cost.pow_hashes:.3g}</td>"
+            f"<td>{_fmt(cost.throttle_wait_seconds, 0)}</td><td>{_fmt(cost.cpu_seconds, 1)}</td></tr>"
         )
-    head_b = "".join(f"<th>fid@{b}</th>" for b in r["budgets"])
+    head_b = "".join(f"<th>fid@{b}</th>" for b in r.budgets)
     target_rows = "".join(
         f"<tr><td>{html.escape(str(k))}</td><td>{_fmt(v) if not isinstance(v, dict) else html.escape(json.dumps(v))}</td></tr>"
-        for k, v in r["target"].items()
+        for k, v in r.target.items()
     )
-    victim_acc = "–" if r.get("victim_probe_accuracy") is None else f"{r['victim_probe_accuracy']:.3f}"
+    victim_acc = "–" if r.victim_probe_accuracy is None else f"{r.victim_probe_accuracy:.3f}"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>ExtractGuard assessment matrix</title>
 <meta name="viewport" content="width=device-width, initial-scale=1"><style>{_CSS} .err{{color:#b91c1c;font-size:.8rem}}</style></head>
 <body>
 <h1>Which defense should this model run?</h1>
-<p class="meta">ExtractGuard {html.escape(r['tool'].get('extractguard', ''))} · started {html.escape(r['started_at'])} ·
-took {r['seconds']:.1f} s · {len(r['attacks'])} attacks × {len(r['defenses'])} defenses · seed {r['seed']}</p>
+<p class="meta">ExtractGuard {html.escape(r.tool.get('extractguard', ''))} · started {html.escape(r.started_at)} ·
+took {r.seconds:.1f} s · {len(r.attacks)} attacks × {len(r.defenses)} defenses · seed {r.seed}</p>
 <p>Every attack ran against every defense through the gateway's own pipeline (detection on the model's answers, then the
-defense chain, the keyed watermark and the output mode), over the ladder {", ".join(map(str, r['budgets']))} queries.
-Stolen fidelity is agreement with the real model on {r['probe_size']} held-out probe rows no attack queried (the model's own
-accuracy on them: {victim_acc}). Honest utility is measured on {r['honest_rows']} honest rows sent through each defense
+defense chain, the keyed watermark and the output mode), over the ladder {", ".join(map(str, r.budgets))} queries.
+Stolen fidelity is agreement with the real model on {r.probe_size} held-out probe rows no attack queried (the model's own
+accuracy on them: {victim_acc}). Honest utility is measured on {r.honest_rows} honest rows sent through each defense
 (agreement of the served answers with the real model). <b>Without enforcement</b> is the copy the attacker holds if nobody
 acts on the alarms; <b>enforced</b> is the copy at the last budget reached before the account would be suspended.</p>
 <h2>Security / utility frontier</h2>
@@ -388,12 +391,12 @@ acts on the alarms; <b>enforced</b> is the copy at the last budget reached befor
 """
 
 
-def write_matrix_report(report: dict[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
+def write_matrix_report(report: MatrixReport, out_dir: str | Path) -> tuple[Path, Path]:
     """Write the matrix's ``report.json`` and ``report.html`` into ``out_dir``; returns both paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     json_path, html_path = out / "report.json", out / "report.html"
-    json_path.write_text(json.dumps(report, indent=2, allow_nan=False, default=_json_default) + "\n", encoding="utf-8")
+    json_path.write_text(json.dumps(report.to_dict(), indent=2, allow_nan=False, default=_json_default) + "\n", encoding="utf-8")
     html_path.write_text(render_matrix_html(report), encoding="utf-8")
     return json_path, html_path
 
