@@ -4,7 +4,7 @@ For every defense at a few parameter settings, on each victim:
 
 - honest-user cost on the held-out probe split (``evaluate_defense``): top-1 agreement with the
   undefended model, accuracy change, calibration change (ECE, NLL), mean L1 perturbation;
-- fidelity of copies stolen *through* the defense (``DefendedTarget`` + ``Oracle`` +
+- fidelity of copies stolen *through* the defense (the gateway's ``ServingPipeline`` + ``Oracle`` +
   ``create_attack``), measured against the undefended victim on the same probe split, which no
   attack queried.  Two attackers: one trains on the (defended) probability vectors, one keeps
   only the top-1 label, the obvious adaptation to argmax-preserving defenses.
@@ -30,9 +30,10 @@ from rich.console import Console
 from rich.table import Table
 
 from extractguard.attacks import create_attack
-from extractguard.defenses import DefendedTarget, build_chain
+from extractguard.defenses import build_chain
 from extractguard.evaluate import ProbeSet, evaluate_defense
-from extractguard.oracle import Oracle
+from extractguard.oracle import Oracle, OutputSpec
+from extractguard.serving import ServingPipeline
 from extractguard.victims import build_victim
 
 #: (label, chain spec) pairs; every defense at two or three settings.
@@ -101,7 +102,7 @@ def main() -> None:
                     for okey, output in OUTPUTS.items():
                         if attack == "random" and okey == "label":
                             continue
-                        defended = DefendedTarget(victim.target, chain, seed=seed)
+                        defended = ServingPipeline(victim.target, OutputSpec.parse(output), chain=chain, rng=np.random.default_rng(seed))
                         fid = steal(victim, defended, attack, output, budgets, probe, seed)
                         for b, f in fid.items():
                             row["fidelity"][f"{attack}/{okey}@{b}"] = f

@@ -1,8 +1,8 @@
 """Ownership verification: copies stolen through a watermarking gateway vs independent models.
 
 One owner model per seed (digits-mlp, ``--seeds``) answers through the gateway's watermark code path
-(:class:`WatermarkedTarget`: the same ``AnswerWatermark.apply`` and ``WatermarkRecord.add`` calls as
-the gateway's ``infer`` route), each attack under its own account.  digits' attacker pool is
+(:class:`~extractguard.serving.ServingPipeline` with a watermark: the pipeline the gateway's ``infer``
+route serves through), each attack under its own account.  digits' attacker pool is
 719 rows, so the attacker's pool is that split augmented 8x with Gaussian pixel noise (sigma = 1 on
 the 0-16 scale): 5,752 rows, enough for 5,000 queries.  At each budget two copies are scored:
 
@@ -40,14 +40,15 @@ from rich.console import Console
 from rich.table import Table
 
 from extractguard.attacks import create_attack
-from extractguard.oracle import Oracle
+from extractguard.oracle import Oracle, OutputSpec
 from extractguard.oracle.targets import CallableTarget, Target
 from extractguard.surrogates import TorchClassifier
 from extractguard.verify import verify_suspect
 from extractguard.verify.fingerprint import fingerprint_model
 from extractguard.verify.references import train_references
 from extractguard.victims import build_victim
-from extractguard.watermark import AnswerWatermark, WatermarkedTarget, WatermarkRecord
+from extractguard.serving import ServingPipeline
+from extractguard.watermark import AnswerWatermark, WatermarkRecord
 
 MASTER = bytes(range(32))  # a fixed key keeps the benchmark reproducible; deployments use a random one
 
@@ -149,7 +150,8 @@ def run_seed(args: argparse.Namespace, seed: int, console: Console) -> dict[str,
         account = f"attacker-{name}"
         t0 = time.perf_counter()
         attack = create_attack(name, pool=aug, seed=seed)
-        oracle = Oracle(WatermarkedTarget(v.target, wm, account, record), output="probabilities", budget=budgets[-1])
+        served = ServingPipeline(v.target, OutputSpec("probabilities"), watermark=wm, record=record)
+        oracle = Oracle(served, account=account, budget=budgets[-1])
 
         def on_checkpoint(cp: Any, name: str = name, account: str = account, attack: Any = attack) -> None:
             rec = record.load(account)

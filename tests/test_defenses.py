@@ -11,7 +11,6 @@ from extractguard.defenses import (
     DEFENSES,
     MAD,
     AdaptiveMisinformation,
-    DefendedTarget,
     DefenseChain,
     GaussianNoise,
     ReverseSigmoid,
@@ -21,8 +20,12 @@ from extractguard.defenses import (
 from extractguard.defenses.simplex import restore_argmax
 from extractguard.errors import ConfigurationError, ExtractGuardError
 from extractguard.evaluate import evaluate_defense, expected_calibration_error
-from extractguard.oracle import MemoryTranscript, Oracle
+from extractguard.oracle import MemoryTranscript, Oracle, OutputSpec
+from extractguard.serving import ServingPipeline
 from extractguard.victims import build_victim
+
+
+PROBS = OutputSpec("probabilities")
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +123,7 @@ def test_defended_target_is_reproducible_and_fitting_is_deterministic(digits):
     for _ in range(2):
         chain = build_chain([{"name": "mad", "epsilon": 0.4, "student_steps": 50}, {"name": "gaussian-noise", "sigma": 0.05}])
         chain.fit(v.target, owner)
-        runs.append(DefendedTarget(v.target, chain, seed=3).predict(X).probabilities)
+        runs.append(ServingPipeline(v.target, PROBS, chain=chain, rng=np.random.default_rng(3)).answer("a", X, 0.0).probabilities)
     np.testing.assert_array_equal(runs[0], runs[1])
 
 
@@ -223,7 +226,7 @@ def test_build_chain_from_yaml_like_dicts(digits):
     described = chain.describe()
     assert described[3] == {"name": "mad", "epsilon": 0.3, "argmax": True, "student_steps": 20, "seed": 0}
     v, owner, X, _ = digits
-    q = DefendedTarget(v.target, chain.fit(v.target, owner), seed=0).predict(X[:20]).probabilities
+    q = ServingPipeline(v.target, PROBS, chain=chain.fit(v.target, owner), rng=np.random.default_rng(0)).answer("a", X[:20], 0.0).probabilities
     np.testing.assert_allclose(q.sum(axis=1), 1.0)
 
 
@@ -289,7 +292,8 @@ def test_knockoff_through_a_defended_target_counts_queries_and_sees_defended_ans
     v, _, _, _ = digits
     chain = DefenseChain([ReverseSigmoid(beta=0.5, gamma=2.0)])
     transcript = MemoryTranscript()
-    oracle = Oracle(DefendedTarget(v.target, chain, seed=0), output="probabilities", budget=100, transcript=transcript)
+    oracle = Oracle(ServingPipeline(v.target, PROBS, chain=chain, rng=np.random.default_rng(0)), output="probabilities", budget=100,
+                    transcript=transcript)
     attack = create_attack("knockoff", pool=v.pool(), surrogate="linear", seed=0).fit(oracle, budget=100)
     assert oracle.queries_used == 100 and attack.queries_ == 100 and oracle.remaining == 0
     X_asked = transcript.inputs()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from typer.testing import CliRunner
 
 from extractguard.cli import app
 from extractguard.errors import ConfigurationError
-from extractguard.oracle import Oracle
+from extractguard.oracle import Oracle, OutputSpec
 from extractguard.oracle.targets import CallableTarget
 from extractguard.surrogates import TorchClassifier
 from extractguard.verify import (
@@ -31,7 +32,8 @@ from extractguard.verify import (
 )
 from extractguard.verify.fingerprint import fingerprint_model
 from extractguard.verify.ownership import graded, keyed_label_ranks, uniform_rank_sum_cdf
-from extractguard.watermark import AnswerWatermark, WatermarkedTarget, WatermarkRecord
+from extractguard.serving import ServingPipeline
+from extractguard.watermark import AnswerWatermark, WatermarkRecord
 from gateway_helpers import UvicornThread
 
 MASTER = bytes(range(32))
@@ -51,11 +53,12 @@ def stolen(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     path = tmp_path_factory.mktemp("wm") / "watermarks.db"
     rec = WatermarkRecord(path)
     wm = AnswerWatermark(MASTER, fraction=0.02, cell_width=0.3, projections=8, low=v.schema.low, high=v.schema.high)
-    attack = create_attack("knockoff", pool=aug, seed=0).fit(Oracle(WatermarkedTarget(v.target, wm, "mallory", rec), budget=2500), 2500)
+    served = ServingPipeline(v.target, OutputSpec("probabilities"), watermark=wm, record=rec)
+    attack = create_attack("knockoff", pool=aug, seed=0).fit(Oracle(served, account="mallory", budget=2500), 2500)
     X, Y = np.concatenate(attack._X), np.concatenate(attack._Y)
     clf = TorchClassifier("mlp", (64,), 10, hidden=(256, 128), epochs=200, min_steps=2000, max_steps=2000, weight_decay=0.0, seed=0).fit(X, Y)
     # A second, honest account queries too: its record is separate, the copy must not match it.
-    WatermarkedTarget(v.target, wm, "honest", rec).predict(v.dataset.X[v.splits.test])
+    served.answer("honest", v.dataset.X[v.splits.test], time.time())
     copy_target = CallableTarget(clf.predict_proba, v.schema)
     independents = train_references(pool, v.dataset.y[v.splits.pool], v.schema, n_models=4, seed=9,
                                     families=("logreg", "forest", "knn", "tree"))

@@ -12,9 +12,10 @@ from fastapi.testclient import TestClient
 
 from extractguard.errors import ConfigurationError
 from extractguard.gateway import load_config
+from extractguard.oracle import OutputSpec
+from extractguard.serving import ServingPipeline
 from extractguard.watermark import (
     AnswerWatermark,
-    WatermarkedTarget,
     WatermarkRecord,
     derive_account_key,
     load_or_create_master_key,
@@ -101,10 +102,11 @@ def test_account_keys_and_bad_parameters() -> None:
 def test_record_stores_distinct_marked_and_control_rows(tmp_path: Path) -> None:
     target = iris_target()
     rec = WatermarkRecord(tmp_path / "wm.db")
-    wt = WatermarkedTarget(target, AnswerWatermark(MASTER, fraction=0.1, control_fraction=0.05), "alice", rec)
+    wt = ServingPipeline(target, OutputSpec("probabilities"), watermark=AnswerWatermark(MASTER, fraction=0.1, control_fraction=0.05),
+                         record=rec)
     X = np.random.default_rng(0).uniform(target.schema.low, target.schema.high, size=(400, 4))
-    served = wt.predict(X).probabilities
-    wt.predict(X[:200])  # repeats are not stored twice
+    served = wt.answer("alice", X, 1.0).probabilities
+    wt.answer("alice", X[:200], 2.0)  # repeats are not stored twice
     r = rec.load("alice")
     truth = target.predict(X).probabilities.argmax(1)
     assert 20 < len(r.marked_X) < 70 and 5 < len(r.control_X) < 45

@@ -28,7 +28,7 @@ def _monitor_inputs(config: Optional[Path], victim: Optional[str], tier: Optiona
     if config is not None:
         from extractguard.gateway import load_config
         from extractguard.gateway.backend import build_backend
-        from extractguard.gateway.detection import reference_rows
+        from extractguard.serving import reference_rows
 
         cfg = load_config(config)
         if tier is not None and tier not in cfg.tiers:
@@ -36,7 +36,7 @@ def _monitor_inputs(config: Optional[Path], victim: Optional[str], tier: Optiona
         names = [tier] if tier else [n for n, t in cfg.tiers.items() if t.detection is not None]
         dc = cfg.tiers[names[0]].detection if names else None
         target, owner = build_backend(cfg.model)
-        ref = reference_rows(dc or DetectionConfig(), cfg, target.schema.n_features, owner)
+        ref = reference_rows(dc or DetectionConfig(), target.schema.n_features, owner, victim=cfg.model.victim, seed=cfg.model.seed)
     elif victim is not None:
         from extractguard.victims import build_victim
 
@@ -45,7 +45,7 @@ def _monitor_inputs(config: Optional[Path], victim: Optional[str], tier: Optiona
     if reference is not None:
         if target is None:
             raise ConfigurationError("--reference needs the model too (--victim or --config)")
-        from extractguard.gateway.detection import load_reference
+        from extractguard.serving import load_reference
 
         ref = load_reference(reference, target.schema.n_features)
     return target, ref, dc

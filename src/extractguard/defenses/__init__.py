@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from extractguard.registry import Entry, Registry
 
 if TYPE_CHECKING:
-    from extractguard.defenses.base import DefendedTarget, Defense, DefenseChain, Temperature, build_chain, canonical_specs
+    from extractguard.defenses.base import Defense, DefenseChain, Temperature, build_chain, canonical_specs
     from extractguard.defenses.mad import MAD
     from extractguard.defenses.misinformation import AdaptiveMisinformation
     from extractguard.defenses.noise import GaussianNoise
@@ -40,7 +40,7 @@ DEFENSES: Registry[type[Defense]] = Registry("defense", [
 ])
 
 _WHERE = {
-    "DefendedTarget": "base", "Defense": "base", "DefenseChain": "base", "Temperature": "base", "build_chain": "base",
+    "Defense": "base", "DefenseChain": "base", "Temperature": "base", "build_chain": "base",
     "canonical_specs": "base", "MAD": "mad", "AdaptiveMisinformation": "misinformation", "GaussianNoise": "noise",
     "ReverseSigmoid": "reverse_sigmoid",
 }

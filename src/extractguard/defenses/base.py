@@ -2,9 +2,9 @@
 
 Every defense maps probabilities ``(n, C)`` to probabilities ``(n, C)`` (rows on the simplex);
 how much of the result a caller sees (full vector, rounded, top-k, label) is the tier's
-:class:`~extractguard.oracle.OutputSpec`, applied last.  The same chain runs in-process
-(:class:`DefendedTarget`, for assessments) and in the gateway, so what is measured is what is
-deployed.
+:class:`~extractguard.oracle.OutputSpec`, applied last.  A chain runs inside the one answer
+pipeline (:class:`extractguard.serving.ServingPipeline`) that both the gateway and the
+assessments answer through, so what is measured is what is deployed.
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ import numpy as np
 from extractguard.defenses import DEFENSES
 from extractguard.errors import ConfigurationError
 from extractguard.oracle.answer import softmax
-from extractguard.oracle.schema import InputSchema
-from extractguard.oracle.targets import Prediction, Target
+from extractguard.oracle.targets import Target
 
 
 class Defense(ABC):
@@ -92,20 +91,3 @@ def canonical_specs(specs: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
     config read once carries the spelling reports and dumps should show."""
     build_chain(specs)
     return [{**spec, "name": DEFENSES.resolve(str(spec["name"]))} for spec in specs or []]
-
-
-class DefendedTarget:
-    """A target whose answers pass through a defense chain: assess a defense without a gateway.
-
-    ``seed`` fixes the chain's randomness (noise), so assessments are reproducible.
-    """
-
-    def __init__(self, target: Target, chain: DefenseChain, seed: int = 0) -> None:
-        self._target = target
-        self._chain = chain
-        self._rng = np.random.default_rng(seed)
-        self.schema: InputSchema = target.schema
-
-    def predict(self, X: np.ndarray) -> Prediction:
-        p = self._target.predict(X).probabilities
-        return Prediction(self._chain.apply(p, X, self._rng))

@@ -1,4 +1,13 @@
-"""A matrix cell's answer pipeline: the gateway's answer step for one account, in process, on a simulated clock."""
+"""A matrix cell's answer pipeline: the gateway's own :class:`~extractguard.serving.ServingPipeline`
+for one account, behind an :class:`~extractguard.oracle.Oracle` on a simulated clock.
+
+Two differences from a deployment, both deliberate: time is the account's pace (rows at a constant
+rate, :class:`~extractguard.oracle.PacedClock`), and the pipeline does not enforce a suspension
+(``enforce=False``): the answers a gateway would withhold are still computed, so the report can
+show the copy the attacker holds with enforcement and the one it would hold without.  The
+detection timeline (the query count at which each signal fired and each graduated response
+would have started) is read from the pipeline's decisions.
+"""
 
 from __future__ import annotations
 
@@ -13,38 +22,30 @@ from extractguard.detect.policy import ACTIONS, DetectionConfig
 if TYPE_CHECKING:
     from extractguard.evaluate.matrix_config import DefenseVariant
     from extractguard.evaluate.matrix_data import Prepared
+    from extractguard.oracle import Oracle
+    from extractguard.serving import Decision, ServingPipeline
+    from extractguard.watermark import WatermarkRecord
+
+#: The tier name a cell's detection state is kept under (``tier/account``, as in the gateway).
+CELL_TIER = "assessed"
 
 
-class _Clock:
-    """Simulated time: a stream of rows at a constant pace (rows per second)."""
+class CellPipeline:
+    """One account's answers through a defense, and the detection timeline of its decisions.
 
-    def __init__(self, rows_per_second: float) -> None:
-        self.rate = rows_per_second
-        self.rows = 0
-
-    def advance(self, n: int) -> float:
-        self.rows += n
-        return self.rows / self.rate
-
-
-class PipelineTarget:
-    """A target answering one account as a gateway tier would: detection, defenses, watermark.
-
-    The output mode is applied by the :class:`~extractguard.oracle.Oracle` wrapped around it,
-    last, as in the gateway.  Also keeps the detection timeline: the query count at which each
-    detector signal first fired and at which each graduated response would have started.
+    Attach with :meth:`oracle`; the pipeline reports each batch's decision to :meth:`observe`.
     """
 
-    def __init__(self, target: Any, chain: Any, rng: np.random.Generator, *, account: str, watermark: Any = None,
-                 record: Any = None, monitor: Any = None, detection: DetectionConfig | None = None,
-                 rows_per_second: float = 10.0) -> None:
-        self._target = target
-        self.schema = target.schema
-        self.chain, self.rng, self.account = chain, rng, account
-        self.watermark, self.record = watermark, record
-        self.monitor, self.detection = monitor, detection
-        self.clock = _Clock(rows_per_second)
-        self.action = "none"
+    def __init__(self, serving: ServingPipeline, account: str, rows_per_second: float,
+                 detection: DetectionConfig | None = None) -> None:
+        from extractguard.oracle import PacedClock
+
+        self.serving = serving
+        self.account = account
+        self.clock = PacedClock(rows_per_second)
+        self.detection = detection
+        self.record: WatermarkRecord | None = serving.record
+        serving.on_decision = self.observe
         #: first query count at which each action started (rows served before that request)
         self.action_at: dict[str, int] = {}
         self.first_alarm: dict[str, int] = {}
@@ -55,82 +56,69 @@ class PipelineTarget:
         self.rows = 0
         self.served_before_suspension: int | None = None
 
-    def predict(self, X: np.ndarray) -> Any:
-        from extractguard.oracle.targets import Prediction
+    def oracle(self, budget: int | None = None, price_per_query: float = 0.0) -> Oracle:
+        """The attacker's (or honest user's) door: an Oracle over the pipeline, on this account's clock."""
+        from extractguard.oracle import Oracle
 
-        pred = self._target.predict(X)
-        n = len(X)
-        if self.monitor is not None and self.detection is not None:
-            # What this request costs under the sanction in force when it arrives.
-            if self.action == "challenge":
+        return Oracle(self.serving, budget=budget, price_per_query=price_per_query, account=self.account, clock=self.clock)
+
+    def observe(self, d: Decision) -> None:
+        """Account one batch's decision: what it cost under the sanction in force, what it escalated."""
+        n = d.rows
+        if self.detection is not None and d.risk is not None:
+            if d.action == "challenge":
                 self.requests_challenged += 1
-            elif self.action == "throttle":
+            elif d.action == "throttle":
                 self.rows_throttled += n
-            risk = self.monitor.observe(self.account, X, pred.probabilities, ts=self.clock.advance(n))
+            risk = d.risk
             self.max_level = max(self.max_level, risk.level)
             self.first_alarm = dict(risk.first_alarm)
             if risk.fired:
                 self.explanation = self.explanation or risk.explain()
-            wanted = self.detection.action_for(risk.level)
-            for a in ACTIONS[1:ACTIONS.index(wanted) + 1]:
-                if a in self.detection.responses:
-                    self.action_at.setdefault(a, self.rows + n)  # decided on this request, as first_flag
-            if wanted == "suspend" and self.served_before_suspension is None:
-                # the gateway refuses the request that triggers a suspension: the attacker keeps only the rows before it
-                self.served_before_suspension = self.rows
-            if ACTIONS.index(wanted) > ACTIONS.index(self.action):
-                self.action = wanted
+            if d.escalation is not None:
+                new = d.escalation.action
+                for a in ACTIONS[1:ACTIONS.index(new) + 1]:  # a jump past milder responses starts them too
+                    if a in self.detection.responses:
+                        self.action_at.setdefault(a, self.rows + n)  # decided on this request, as first_flag
+                if new == "suspend" and self.served_before_suspension is None:
+                    # the gateway refuses the request that triggers a suspension: the attacker keeps only the rows before it
+                    self.served_before_suspension = self.rows
         self.rows += n
-        p = self.chain.apply(pred.probabilities, X, self.rng) if self.chain.defenses else pred.probabilities
-        logits = pred.logits if not self.chain.defenses else None
-        if self.watermark is not None:
-            p, marks = self.watermark.apply(p, X, self.account)
-            logits = None
-            if self.record is not None:
-                self.record.add(self.account, X, marks)
-        return Prediction(p, logits)
 
 
-def _master_key(seed: int) -> bytes:
-    # A simulation key, reproducible from the seed; a deployed gateway uses a random secret file.
+def master_key(seed: int) -> bytes:
+    """A simulation watermark key, reproducible from the seed; a deployed gateway uses a random secret file."""
     return hashlib.sha256(f"extractguard-assess-matrix/{seed}".encode()).digest()
 
 
 def build_cell_pipeline(prep: Prepared, variant: DefenseVariant, account: str, seed: int, workdir: Path,
-                    rows_per_second: float) -> PipelineTarget:
-    from extractguard.defenses import build_chain
-    from extractguard.detect import build_monitor
-    from extractguard.watermark import AnswerWatermark, WatermarkRecord
+                        rows_per_second: float, *, tier: str = CELL_TIER) -> CellPipeline:
+    """The gateway pipeline of ``variant`` for ``account`` (chain fitted on the owner's data,
+    detectors calibrated on ``prep.reference_X`` unless the variant names its own reference)."""
+    from extractguard.serving import Detection, ServingPipeline, load_reference
+    from extractguard.watermark import WatermarkRecord
 
     target = prep.target
-    chain = build_chain(variant.defenses).fit(target, prep.owner_data)
-    wm = rec = None
-    if variant.watermark is not None:
-        w = variant.watermark
-        wm = AnswerWatermark.from_config(_master_key(seed), w, target.schema.low, target.schema.high)
-        rec = WatermarkRecord(workdir / f"watermarks-{account}.db")
-    monitor = None
+    rec = WatermarkRecord(workdir / f"watermarks-{account}.db") if variant.watermark is not None else None
+    detection = None
     if variant.detection is not None:
         dc = variant.detection
-        ref = prep.reference_X
-        if dc.reference is not None:
-            from extractguard.gateway.detection import load_reference
-
-            ref = load_reference(dc.reference, target.schema.n_features)
-        monitor = build_monitor(target, ref, detectors=dc.detectors, baseline_rows_per_hour=dc.baseline_rows_per_hour,
-                                params=dc.params, seed=dc.seed)
-    return PipelineTarget(target, chain, np.random.default_rng(seed), account=account, watermark=wm, record=rec,
-                          monitor=monitor, detection=variant.detection, rows_per_second=rows_per_second)
+        ref = prep.reference_X if dc.reference is None else load_reference(dc.reference, target.schema.n_features)
+        detection = Detection.build({tier: dc}, target, {tier: ref})
+    serving = ServingPipeline.from_policy(target, variant, tier=tier, owner_data=prep.owner_data, rng=np.random.default_rng(seed),
+                                          master_key=master_key(seed), record=rec, detection=detection, enforce=False)
+    return CellPipeline(serving, account, rows_per_second, variant.detection)
 
 
-def timeline(pipe: PipelineTarget) -> dict[str, Any]:
-    if pipe.monitor is None:
+def timeline(pipe: CellPipeline) -> dict[str, Any]:
+    """The detection timeline of a cell's account (``{"enabled": False}`` without detection)."""
+    if pipe.detection is None:
         return {"enabled": False}
     return {
         "enabled": True,
         "first_flag": pipe.first_alarm and min(pipe.first_alarm.values()) or None,
         "signals": dict(sorted(pipe.first_alarm.items(), key=lambda kv: kv[1])),
-        "responses": {a: pipe.action_at.get(a) for a in ACTIONS[1:] if pipe.detection and a in pipe.detection.responses},
+        "responses": {a: pipe.action_at.get(a) for a in ACTIONS[1:] if a in pipe.detection.responses},
         "served_before_suspension": pipe.served_before_suspension,
         "max_level": round(pipe.max_level, 4),
         "explanation": pipe.explanation or "no signal fired",

@@ -15,10 +15,8 @@ from extractguard.evaluate.results import Detection, HonestUtility
 def honest_utility(prep: Prepared, variant: DefenseVariant, seed: int, workdir: Path, rows_per_hour: float) -> HonestUtility:
     """What honest users get through this defense: agreement with the real model, accuracy,
     L1 distance of the served scores, and whether their account was flagged (a false positive)."""
-    from extractguard.oracle import Oracle
-
     pipe = build_cell_pipeline(prep, variant, "honest-user", seed + 7, workdir, rows_per_hour / 3600.0)
-    oracle = Oracle(pipe, output=variant.output)
+    oracle = pipe.oracle()
     X = prep.honest_X
     served_parts, rng = [], np.random.default_rng(seed + 3)
     i = 0

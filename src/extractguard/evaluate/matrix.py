@@ -11,12 +11,12 @@ I deploy?", with the two sides of each choice measured in one run:
 * the honest user: how often the defended answers agree with the real model (and with the true
   labels) on honest traffic, and whether the detector wrongly flags an honest account.
 
-Each cell (attack x defense) answers through the gateway's own in-process pipeline, in the
-gateway's order (gateway/app.py): the detection monitor sees the owner's undefended
-probabilities of each request, then the defense chain, then the keyed watermark (recorded per
-account, :class:`~extractguard.watermark.WatermarkRecord`), then the tier's output mode.  The same
-building blocks (``build_chain``, ``AnswerWatermark``, ``build_monitor``, ``verify_suspect``) run
-here and in the gateway, so what is measured is what is deployed.
+Each cell (attack x defense) is an :class:`~extractguard.oracle.Oracle` over the gateway's own
+answer pipeline (:class:`~extractguard.serving.ServingPipeline`, :mod:`.cell_pipeline`) on a
+simulated clock: the detection monitor sees the owner's undefended probabilities of each request,
+then the defense chain, then the keyed watermark (recorded per account,
+:class:`~extractguard.watermark.WatermarkRecord`), then the tier's output mode.  The gateway serves
+through the same object, so what is measured is what is deployed.
 
 The attack runs to the end of the ladder even when the account would have been suspended: the
 report gives both the copy at the last budget the attacker reached before suspension

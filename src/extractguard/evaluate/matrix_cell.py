@@ -21,7 +21,6 @@ def run_cell(cfg_json: str, attack_name: str, defense_name: str) -> tuple[Cell, 
     defense (the same in every cell of the column; the grid keeps one)."""
     from extractguard.attacks import create_attack
     from extractguard.evaluate.metrics import ProbeSet
-    from extractguard.oracle import Oracle
 
     cfg = MatrixConfig.model_validate_json(cfg_json)
     variant = cfg.defenses[defense_name]
@@ -36,7 +35,7 @@ def run_cell(cfg_json: str, attack_name: str, defense_name: str) -> tuple[Cell, 
             pipe = build_cell_pipeline(prep, variant, account, cfg.seed, work, cfg.attacker_rows_per_second)
             probe = ProbeSet.from_target(prep.target, prep.probe_X, prep.probe_y)
             ladder = list(cfg.budgets)
-            oracle = Oracle(pipe, output=variant.output, budget=ladder[-1], price_per_query=cfg.price_per_query)
+            oracle = pipe.oracle(budget=ladder[-1], price_per_query=cfg.price_per_query)
             attack = create_attack(attack_name, pool=prep.pool, surrogate=cfg.surrogate, seed=seed)
 
             record, schema = pipe.record, prep.target.schema

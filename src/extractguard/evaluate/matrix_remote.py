@@ -41,7 +41,7 @@ from extractguard.evaluate.results import Cell, CellCost, DefenseResult, Detecti
 
 
 def _detection_response(refusal: dict[str, Any]) -> str | None:
-    """Which graduated response of our gateway a refusal is (gateway/detection.py), or ``None``."""
+    """Which graduated response of our gateway a refusal is (serving/detection.py), or ``None``."""
     status, msg = refusal["status"], refusal["message"].lower()
     if status == 428:
         return "challenge"

@@ -2,6 +2,7 @@
 
 from extractguard.oracle.answer import Answer, OutputSpec, softmax
 from extractguard.oracle.oracle import MemoryTranscript, Oracle, OracleStats, Transcript
+from extractguard.oracle.pipeline import AnswerPipeline, AnswerWithheldError, Clock, OutputStage, PacedClock, Served, WallClock
 from extractguard.oracle.schema import InputSchema
 from extractguard.oracle.targets import (
     CallableTarget,
@@ -14,17 +15,24 @@ from extractguard.oracle.targets import (
 
 __all__ = [
     "Answer",
+    "AnswerPipeline",
+    "AnswerWithheldError",
     "CallableTarget",
+    "Clock",
     "InputSchema",
     "MemoryTranscript",
     "OnnxTarget",
     "Oracle",
     "OracleStats",
     "OutputSpec",
+    "OutputStage",
+    "PacedClock",
     "Prediction",
+    "Served",
     "SklearnTarget",
     "Target",
     "TorchTarget",
     "Transcript",
+    "WallClock",
     "softmax",
 ]

@@ -1,8 +1,10 @@
 """The oracle: the only door through which an attack reaches a model.
 
 It enforces the budget contract (one input row sent = one query, whatever the batching),
-shapes the answer to the configured output mode, records a transcript and accounts the cost.
-Attacks hold an ``Oracle`` and nothing else, so they cannot read the victim's parameters.
+records a transcript and accounts the cost; the answer itself is shaped by an
+:class:`~extractguard.oracle.pipeline.AnswerPipeline` (a plain target behind the output mode, or
+the gateway's whole pipeline for an assessment).  Attacks hold an ``Oracle`` and nothing else, so
+they cannot read the victim's parameters.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from extractguard.errors import BudgetExceededError
+from extractguard.errors import BudgetExceededError, ConfigurationError
 from extractguard.oracle.answer import Answer, OutputSpec
+from extractguard.oracle.pipeline import AnswerPipeline, AnswerWithheldError, Clock, OutputStage, WallClock
 from extractguard.oracle.schema import InputSchema
 from extractguard.oracle.targets import Target
 
@@ -69,9 +72,12 @@ class Oracle:
     Parameters
     ----------
     target:
-        The model as its owner holds it.  Kept private; only ``schema`` is public.
+        The model as its owner holds it, or an :class:`AnswerPipeline` in front of it (e.g. a
+        gateway tier's :class:`~extractguard.serving.ServingPipeline`).  Kept private; only
+        ``schema`` is public.
     output:
-        What each answer reveals (``OutputSpec`` or its text form, e.g. ``"top-3"``).
+        What each answer reveals (``OutputSpec`` or its text form, e.g. ``"top-3"``; default
+        ``probabilities``).  A pipeline has its own output mode: leave this out, or give the same.
     budget:
         Maximum number of input rows the oracle will answer, or ``None`` for unlimited.  A batch
         that would cross it is refused whole, before it reaches the model.
@@ -79,20 +85,36 @@ class Oracle:
         Price of one row, for cost accounting (e.g. a cloud API's per-prediction price).
     transcript:
         Optional store that records every batch before the answer is returned.
+    account:
+        Who the pipeline answers (detection and watermarks are per account).
+    clock:
+        When each batch is answered (default: the wall clock); a
+        :class:`~extractguard.oracle.pipeline.PacedClock` simulates an account's pace.
     """
 
     def __init__(
         self,
-        target: Target,
-        output: OutputSpec | str = "probabilities",
+        target: Target | AnswerPipeline,
+        output: OutputSpec | str | None = None,
         budget: int | None = None,
         price_per_query: float = 0.0,
         transcript: Transcript | None = None,
+        *,
+        account: str = "oracle",
+        clock: Clock | None = None,
     ) -> None:
         if budget is not None and budget < 0:
             raise BudgetExceededError(f"a budget must be >= 0 queries, got {budget}")
-        self.__target = target
-        self.output = OutputSpec.parse(output) if isinstance(output, str) else output
+        spec = OutputSpec.parse(output) if isinstance(output, str) else output
+        if isinstance(target, AnswerPipeline):
+            if spec is not None and spec != target.output:
+                raise ConfigurationError(f"output {spec} differs from the pipeline's own output mode {target.output}")
+            self.__pipeline: AnswerPipeline = target
+        else:
+            self.__pipeline = OutputStage(target, spec or OutputSpec("probabilities"))
+        self.output = self.__pipeline.output
+        self.account = account
+        self.clock: Clock = clock or WallClock()
         self.budget = budget
         self.price_per_query = float(price_per_query)
         self.transcript = transcript
@@ -103,7 +125,7 @@ class Oracle:
     @property
     def schema(self) -> InputSchema:
         """Public facts about the target's inputs and classes."""
-        return self.__target.schema
+        return self.__pipeline.schema
 
     @property
     def queries_used(self) -> int:
@@ -139,14 +161,17 @@ class Oracle:
 
         Raises :class:`~extractguard.errors.InputValidationError` for malformed rows and
         :class:`~extractguard.errors.BudgetExceededError` when the batch would exceed the
-        budget; in both cases nothing is sent and nothing is charged.
+        budget; in both cases nothing is sent and nothing is charged.  A batch whose answer the
+        pipeline withholds (a suspended account) raises :class:`AnswerWithheldError`, uncharged.
         """
         rows = self._admit(X)
         n = rows.shape[0]
         t0 = time.perf_counter()
-        pred = self.__target.predict(rows)
+        served = self.__pipeline.answer(self.account, rows, self.clock.tick(n))
         self._seconds += time.perf_counter() - t0
-        answer = Answer.from_probabilities(pred.probabilities, self.output, logits=pred.logits)
+        if served.answer is None:
+            raise AnswerWithheldError(served.withheld or "the answer was withheld")
+        answer = served.answer
         self._queries += n
         self._calls += 1
         if self.transcript is not None:

@@ -10,14 +10,12 @@ from extractguard.watermark.keyed import (
     row_digest,
 )
 from extractguard.watermark.record import AccountRecord, WatermarkRecord, load_or_create_master_key
-from extractguard.watermark.target import WatermarkedTarget
 
 __all__ = [
     "AccountRecord",
     "AnswerWatermark",
     "WatermarkDecision",
     "WatermarkRecord",
-    "WatermarkedTarget",
     "canonical_rows",
     "derive_account_key",
     "generate_master_key",
