@@ -149,7 +149,7 @@ def run_seed(args: argparse.Namespace, seed: int, console: Console) -> dict[str,
         account = f"attacker-{name}"
         t0 = time.perf_counter()
         attack = create_attack(name, pool=aug, seed=seed)
-        oracle = Oracle(WatermarkedTarget(v.target, wm, account, record), output="probabilities", budget=budgets[-1])
+        oracle = Oracle(WatermarkedTarget(v.target, wm, account, record), budget=budgets[-1])
 
         def on_checkpoint(cp: Any, name: str = name, account: str = account, attack: Any = attack) -> None:
             rec = record.load(account)

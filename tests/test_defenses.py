@@ -22,7 +22,7 @@ from extractguard.defenses import (
 )
 from extractguard.defenses.simplex import restore_argmax
 from extractguard.errors import ConfigurationError, ExtractGuardError
-from extractguard.oracle import MemoryTranscript, Oracle
+from extractguard.oracle import MemoryTranscript, Oracle, OutputSpec
 from extractguard.victims import build_victim
 
 
@@ -290,7 +290,7 @@ def test_knockoff_through_a_defended_target_counts_queries_and_sees_defended_ans
     v, _, _, _ = digits
     chain = DefenseChain([ReverseSigmoid(beta=0.5, gamma=2.0)])
     transcript = MemoryTranscript()
-    oracle = Oracle(DefendedTarget(v.target, chain, seed=0), output="probabilities", budget=100, transcript=transcript)
+    oracle = Oracle(DefendedTarget(v.target, chain, seed=0), output=OutputSpec.parse("probabilities"), budget=100, transcript=transcript)
     attack = create_attack("knockoff", pool=v.pool(), surrogate="linear", seed=0).fit(oracle, budget=100)
     assert oracle.queries_used == 100 and attack.queries_ == 100 and oracle.remaining == 0
     X_asked = transcript.inputs()

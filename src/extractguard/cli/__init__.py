@@ -105,16 +105,18 @@ def assess(
         if output != "probabilities" or price != 0.0:
             raise ConfigurationError("with --target, the output mode and price come from target.yaml (output:, price_per_query:)")
 
-        return assess_remote(target, attack, budgets, surrogate, seed, resume, out, console)
+        from extractguard.oracle.budget import BudgetLadder
+
+        return assess_remote(target, attack, BudgetLadder.parse(budgets), surrogate, seed, resume, out, console)
     if resume:
         raise ConfigurationError("--resume only applies to remote campaigns (--target target.yaml)")
 
     from extractguard.attacks import ATTACKS, create_attack
     from extractguard.data.files import load_table
-    from extractguard.evaluate import ProbeSet, parse_budgets, run_assessment, write_report
-    from extractguard.oracle import OutputSpec
+    from extractguard.evaluate import ProbeSet, run_assessment, write_report
+    from extractguard.oracle import BudgetLadder, OutputSpec
 
-    ladder = parse_budgets(budgets)
+    ladder = BudgetLadder.parse(budgets)
     spec = OutputSpec.parse(output)
     names = attack or ["random", "knockoff"]
     for n in names:

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+if TYPE_CHECKING:
+    from extractguard.oracle.budget import BudgetLadder
+
 
 def assess_remote(
     target_file: Path,
     attacks: list[str] | None,
-    budgets: str,
+    budgets: BudgetLadder,
     surrogate: str,
     seed: int,
     resume: bool,

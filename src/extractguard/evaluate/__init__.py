@@ -5,7 +5,6 @@ from extractguard.evaluate.assessment import (
     Assessment,
     AttackRun,
     CurvePoint,
-    parse_budgets,
     run_assessment,
 )
 from extractguard.evaluate.metrics import ProbeSet, accuracy, fidelity, mean_kl, mean_l1
@@ -21,7 +20,6 @@ __all__ = [
     "fidelity",
     "mean_kl",
     "mean_l1",
-    "parse_budgets",
     "plot_curves",
     "render_html",
     "run_assessment",

@@ -12,7 +12,7 @@ from extractguard import __version__
 from extractguard.attacks import Attack, Checkpoint
 from extractguard.errors import ConfigurationError
 from extractguard.evaluate.metrics import ProbeSet
-from extractguard.oracle import Oracle, OutputSpec
+from extractguard.oracle import BudgetLadder, Oracle, OutputSpec
 from extractguard.oracle.targets import Target
 
 DEFAULT_BUDGETS: tuple[int, ...] = (50, 100, 200, 500, 1000, 2000)
@@ -76,29 +76,12 @@ class Assessment:
         return asdict(self)
 
 
-def parse_budgets(text: str | Sequence[int]) -> list[int]:
-    """``"50,100,500"`` or a sequence -> sorted unique positive ints, with a clear error."""
-    items: Sequence[Any] = text.split(",") if isinstance(text, str) else text
-    out: set[int] = set()
-    for item in items:
-        try:
-            value = int(str(item).strip())
-        except ValueError:
-            raise ConfigurationError(f"budgets must be whole numbers, got {str(item).strip()!r}") from None
-        if value <= 0:
-            raise ConfigurationError(f"budgets must be positive, got {value}")
-        out.add(value)
-    if not out:
-        raise ConfigurationError("give at least one budget")
-    return sorted(out)
-
-
 def run_assessment(
     target: Target,
     attacks: Sequence[Attack],
-    budgets: Sequence[int],
+    ladder: BudgetLadder,
     probe: ProbeSet,
-    output: OutputSpec | str = "probabilities",
+    output: OutputSpec = OutputSpec(),
     price_per_query: float = 0.0,
     target_info: dict[str, Any] | None = None,
     seed: int = 0,
@@ -106,14 +89,12 @@ def run_assessment(
     oracle_factory: OracleFactory | None = None,
     on_point: Callable[[str, CurvePoint], None] | None = None,
 ) -> Assessment:
-    """Run every attack once with budget ``max(budgets)``, scoring a copy at each budget.
+    """Run every attack once with budget ``ladder.top``, scoring a copy at each budget.
 
     Each attack gets its own fresh :class:`Oracle`, so queries are counted per attack; the
     copies are scored on ``probe``, which no attack queries.  ``oracle_factory(attack, budget)``
     replaces the default local oracle (remote campaigns); ``on_point`` sees each scored checkpoint.
     """
-    ladder = parse_budgets(budgets)
-    spec = OutputSpec.parse(output) if isinstance(output, str) else output
     if not attacks:
         raise ConfigurationError("choose at least one attack")
     started = _dt.datetime.now(_dt.timezone.utc)
@@ -121,9 +102,9 @@ def run_assessment(
     runs: list[AttackRun] = []
     for attack in attacks:
         if oracle_factory is not None:
-            oracle = oracle_factory(attack, ladder[-1])
+            oracle = oracle_factory(attack, ladder.top)
         else:
-            oracle = Oracle(target, output=spec, budget=ladder[-1], price_per_query=price_per_query)
+            oracle = Oracle(target, output=output, budget=ladder.top, price_per_query=price_per_query)
         run = AttackRun(attack.name, attack.paper, attack.params())
         done = 0
 
@@ -150,7 +131,7 @@ def run_assessment(
                 progress(attack.name, done, len(ladder))
 
         t0 = time.perf_counter()
-        attack.fit(oracle, budget=ladder[-1], checkpoints=ladder, callback=on_checkpoint)
+        attack.fit(oracle, budget=ladder.top, checkpoints=list(ladder), callback=on_checkpoint)
         run.params = attack.params()  # again after fitting: adds what the run chose (e.g. the surrogate family)
         stats = oracle.stats()
         run.queries, run.calls = stats.queries, stats.calls
@@ -158,8 +139,8 @@ def run_assessment(
         runs.append(run)
     return Assessment(
         target=target_info or {"schema": target.schema.to_dict()},
-        output=str(spec),
-        budgets=ladder,
+        output=str(output),
+        budgets=list(ladder),
         probe_size=len(probe),
         victim_probe_accuracy=probe.victim_accuracy(),
         runs=runs,

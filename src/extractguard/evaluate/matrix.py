@@ -49,6 +49,7 @@ from extractguard import __version__
 from extractguard.detect.policy import ACTIONS, DetectionConfig
 from extractguard.errors import ConfigurationError, ExtractGuardError, read_yaml
 from extractguard.gateway.config import AnswerPolicy
+from extractguard.oracle.budget import BudgetLadder
 
 if TYPE_CHECKING:
     from extractguard.evaluate.metrics import ProbeSet
@@ -139,7 +140,7 @@ class MatrixConfig(_Strict):
 
     target: MatrixTarget
     attacks: list[str] = Field(min_length=1)
-    budgets: list[int] = Field(min_length=1)
+    budgets: BudgetLadder
     defenses: dict[str, DefenseVariant] = Field(min_length=1)
     honest: HonestTraffic = Field(default_factory=HonestTraffic)
     surrogate: str = "auto"
@@ -161,13 +162,6 @@ class MatrixConfig(_Strict):
         if len(set(names)) != len(names):
             raise ValueError("an attack is listed twice")
         return names
-
-    @field_validator("budgets")
-    @classmethod
-    def _budgets(cls, v: list[int]) -> list[int]:
-        if any(b <= 0 for b in v):
-            raise ValueError("budgets must be positive")
-        return sorted(set(v))
 
     @field_validator("defenses")
     @classmethod
@@ -539,7 +533,7 @@ def run_cell(cfg_json: str, attack_name: str, defense_name: str) -> dict[str, An
         "attack": attack_name,
         "defense": defense_name,
         "paper": attack.paper,
-        "output": variant.output,
+        "output": str(variant.output),
         "error": error,
         "points": points,
         "queries": stats.queries,

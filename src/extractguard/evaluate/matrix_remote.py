@@ -83,8 +83,8 @@ def resolve_remote(cfg: Any, base: Path, source: str) -> Any:
             resolved = _from_gateway(name, d, base, source)
             served = known[d.variant].output or tc.output
             if resolved.output != served:
-                raise ConfigurationError(f"{source}: defenses.{name}: variant {d.variant!r} reads {served!r} answers but "
-                                         f"tier {d.gateway.tier!r} serves {resolved.output!r}")
+                raise ConfigurationError(f"{source}: defenses.{name}: variant {d.variant!r} reads '{served}' answers but "
+                                         f"tier {d.gateway.tier!r} serves '{resolved.output}'")
             cfg.defenses[name] = resolved
     cfg.jobs = 1  # paid queries and rate limits: cells run one at a time
     return cfg
@@ -252,7 +252,7 @@ def run_remote_matrix(cfg: Any, workdir: Path, force: bool = False,
             # gateway's configuration was named (otherwise the chain is not visible from outside).
             spec = d.model_dump(mode="json", exclude_none=True, include={"variant", "gateway", "defenses", "watermark",
                                                                           "detection"} if d.gateway else {"variant"})
-            spec["output"] = subs[d.variant].output
+            spec["output"] = str(subs[d.variant].output)
             spec["description"] = d.description or variants[d.variant].description or ""
             defenses[name] = {"spec": spec, "honest": honest}
 
@@ -350,7 +350,7 @@ def _run_cell(cfg: Any, defense: str, variant: str, attack_name: str, sub: Any, 
         "defense": defense,
         "variant": variant,
         "paper": attack.paper,
-        "output": sub.output,
+        "output": str(sub.output),
         "error": error,
         "points": points,
         "queries": queries,
