@@ -97,6 +97,9 @@ def assess(
     if force:
         raise ConfigurationError("--force discards a remote assessment matrix's transcripts: use it with --config assess.yaml")
 
+    from extractguard.oracle.budget import BudgetLadder
+
+    ladder = BudgetLadder.parse(budgets)  # the one parse of --budgets, for a local or a remote target
     if target is not None:
         from extractguard.cli.remote import assess_remote
 
@@ -105,18 +108,15 @@ def assess(
         if output != "probabilities" or price != 0.0:
             raise ConfigurationError("with --target, the output mode and price come from target.yaml (output:, price_per_query:)")
 
-        from extractguard.oracle.budget import BudgetLadder
-
-        return assess_remote(target, attack, BudgetLadder.parse(budgets), surrogate, seed, resume, out, console)
+        return assess_remote(target, attack, ladder, surrogate, seed, resume, out, console)
     if resume:
         raise ConfigurationError("--resume only applies to remote campaigns (--target target.yaml)")
 
     from extractguard.attacks import ATTACKS, create_attack
     from extractguard.data.files import load_table
     from extractguard.evaluate import ProbeSet, run_assessment, write_report
-    from extractguard.oracle import BudgetLadder, OutputSpec
+    from extractguard.oracle import OutputSpec
 
-    ladder = BudgetLadder.parse(budgets)
     spec = OutputSpec.parse(output)
     names = attack or ["random", "knockoff"]
     for n in names:
