@@ -150,7 +150,7 @@ def ladder_for(victim: Victim, budgets: Sequence[int], max_pool_fraction: float 
 # -- ours --------------------------------------------------------------------------------------
 def run_ours(victim: Victim, attack: str, budget: int, output: str, probe: ProbeSet, seed: int = 0) -> Row:
     """One of our registered attacks, from scratch, with a fresh oracle limited to ``budget``."""
-    oracle = victim.oracle(output=output, budget=budget)
+    oracle = victim.oracle(output=OutputSpec.parse(output), budget=budget)
     t0, c0 = time.perf_counter(), time.process_time()
     try:
         atk = create_attack(attack, pool=victim.pool(), seed=seed)
@@ -251,7 +251,7 @@ def run_art(victim: Victim, attack: str, budget: int, output: str, probe: ProbeS
 
     if attack not in ART_ATTACKS:
         raise ConfigurationError(f"unknown ART attack {attack!r}; available: {', '.join(ART_ATTACKS)}")
-    oracle = victim.oracle(output=output, budget=None)
+    oracle = victim.oracle(output=OutputSpec.parse(output), budget=None)
     recipe = _student_recipe(victim, seed)
     pool = np.asarray(victim.pool(), dtype=np.float32)
     bs, epochs = _schedule(recipe, min(budget, len(pool)))

@@ -19,7 +19,8 @@ from rich.console import Console
 from rich.table import Table
 
 from extractguard.attacks import create_attack
-from extractguard.evaluate import ProbeSet, parse_budgets, run_assessment
+from extractguard.evaluate import ProbeSet, run_assessment
+from extractguard.oracle import BudgetLadder
 from extractguard.victims import build_victim
 
 
@@ -32,7 +33,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(Path(__file__).parent / "out" / "core_fidelity.json"))
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    ladder = parse_budgets(args.budgets)
+    ladder = BudgetLadder.parse(args.budgets)
     rows: list[dict] = []
     for seed in seeds:
         t0 = time.perf_counter()
@@ -57,7 +58,7 @@ def main() -> None:
     Console().print(table)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"victim": args.victim, "seeds": seeds, "budgets": ladder, "rows": rows}, indent=2))
+    out.write_text(json.dumps({"victim": args.victim, "seeds": seeds, "budgets": list(ladder), "rows": rows}, indent=2))
     print(f"wrote {out}")
 
 

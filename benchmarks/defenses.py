@@ -66,7 +66,7 @@ OUTPUTS = {"soft": "probabilities", "label": "label"}
 
 
 def steal(victim: Any, target: Any, attack: str, output: str, budgets: list[int], probe: ProbeSet, seed: int) -> dict[int, float]:
-    oracle = Oracle(target, output=output, budget=max(budgets))
+    oracle = Oracle(target, output=OutputSpec.parse(output), budget=max(budgets))
     result: dict[int, float] = {}
     atk = create_attack(attack, pool=victim.pool(), seed=seed)
     atk.fit(oracle, budget=max(budgets), checkpoints=budgets, callback=lambda cp: result.__setitem__(cp.budget, probe.score(cp.surrogate)["fidelity"]))

@@ -39,6 +39,7 @@ from extractguard.errors import ExtractGuardError
 from extractguard.oracle.oracle import MemoryTranscript, Oracle
 from extractguard.victims import build_victim
 from extractguard.victims.pools import structured_pool
+from extractguard.oracle import OutputSpec
 
 #: Attack rows: (attack name, pool kind). "natural" = the victim's attacker pool (same
 #: distribution as honest users); "synthetic" = uniform noise rows; "structured" = natural rows
@@ -89,7 +90,7 @@ def attack_transcript(victim: Any, key: str, budget: int, seed: int, cache: Path
     tr = MemoryTranscript()
     # Functionally equivalent extraction needs raw logits (Jagielski et al. 2020); the rest get probabilities.
     output = "logits" if name == "functionally-equivalent" else "probabilities"
-    oracle = Oracle(victim.target, output, budget=budget, transcript=tr)
+    oracle = Oracle(victim.target, OutputSpec.parse(output), budget=budget, transcript=tr)
     try:
         kw = {} if name in ANALYTIC else {"surrogate": "mlp"}  # analytic attacks rebuild the model itself
         create_attack(name, pool=pool, seed=seed, **kw).fit(oracle, budget)

@@ -27,6 +27,7 @@ from rich.table import Table
 
 from extractguard.attacks import EquationSolving, KnockoffNets, LowdMeek, PathFinding
 from extractguard.victims import build_victim
+from extractguard.oracle import OutputSpec
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -51,17 +52,17 @@ def equation_solving(seeds: list[int], console: Console) -> list[dict]:
         for seed in seeds:
             victim = build_victim(name, seed=seed)
             d = victim.schema.n_features
-            attack = EquationSolving(seed=seed).fit(victim.oracle("probabilities", budget=10 * d))
+            attack = EquationSolving(seed=seed).fit(victim.oracle(OutputSpec("probabilities"), budget=10 * d))
             fid, err = compare(victim, attack.surrogate_)
             knock = KnockoffNets(victim.pool(), surrogate="linear", seed=seed).fit(
-                victim.oracle("probabilities", budget=attack.queries_))
+                victim.oracle(OutputSpec("probabilities"), budget=attack.queries_))
             kfid, kerr = compare(victim, knock.surrogate_)
             rows.append({"table": "es", "victim": name, "seed": seed, "output": "probabilities", "d": d,
                          "queries": attack.queries_, "fidelity": fid, "max_prob_error": err,
                          "knockoff_fidelity": kfid, "knockoff_max_prob_error": kerr})
             for digits in (2, 3, 4):
                 ladder = [m * (d + 1) for m in multiples]
-                a = EquationSolving(seed=seed).fit(victim.oracle(f"rounded:{digits}", budget=ladder[-1]),
+                a = EquationSolving(seed=seed).fit(victim.oracle(OutputSpec("rounded", decimals=digits), budget=ladder[-1]),
                                                    checkpoints=ladder)
                 for cp in a.checkpoints_:
                     f, e = compare(victim, cp.surrogate)
@@ -71,7 +72,7 @@ def equation_solving(seeds: list[int], console: Console) -> list[dict]:
                     # Side by side at the top budget: Knockoff Nets with a linear student on the
                     # attacker's natural pool (not data-free; it stops when the pool runs out).
                     k = KnockoffNets(victim.pool(), surrogate="linear", seed=seed).fit(
-                        victim.oracle("rounded:3", budget=ladder[-1]))
+                        victim.oracle(OutputSpec("rounded", decimals=3), budget=ladder[-1]))
                     kf, ke = compare(victim, k.surrogate_)
                     rows.append({"table": "es-vs-knockoff", "victim": name, "seed": seed, "output": "rounded:3",
                                  "d": d, "queries": a.queries_, "fidelity": rows[-1]["fidelity"],
@@ -125,7 +126,7 @@ def lowd_meek(seeds: list[int], console: Console) -> list[dict]:
         scaler, lr = victim.model[0], victim.model[1]
         w_true = lr.coef_[0] / scaler.scale_
         for eps in (1e-2, 1e-4, 1e-6, 1e-8):
-            attack = LowdMeek(eps=eps, seed=seed).fit(victim.oracle("label", budget=100_000))
+            attack = LowdMeek(eps=eps, seed=seed).fit(victim.oracle(OutputSpec("label"), budget=100_000))
             w = attack.surrogate_.w
             cos = float(w @ w_true / np.linalg.norm(w) / np.linalg.norm(w_true))
             fid, _ = compare(victim, attack.surrogate_)
@@ -151,7 +152,7 @@ def path_finding(seeds: list[int], console: Console) -> list[dict]:
         for seed in seeds:
             victim = build_victim(name, seed=seed)
             t0 = time.perf_counter()
-            attack = PathFinding(seed=seed).fit(victim.oracle("probabilities", budget=200_000))
+            attack = PathFinding(seed=seed).fit(victim.oracle(OutputSpec("probabilities"), budget=200_000))
             fid, err = compare(victim, attack.surrogate_)
             rows.append({"table": "pf", "victim": name, "seed": seed, "queries": attack.queries_,
                          "regions": attack.leaves_, "leaves": int(victim.model.get_n_leaves()),

@@ -28,6 +28,7 @@ from extractguard.attacks import FunctionallyEquivalent, KnockoffNets
 from extractguard.errors import ExtractGuardError
 from extractguard.oracle.answer import softmax
 from extractguard.victims import build_victim
+from extractguard.oracle import OutputSpec
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -47,7 +48,7 @@ def run_one(width: int, seed: int, budget: int, baseline: bool) -> dict:
     zv = victim.target.predict(X).logits
     pv = softmax(zv)
     row: dict = {"width": width, "seed": seed}
-    oracle = victim.oracle("logits", budget=budget)
+    oracle = victim.oracle(OutputSpec("logits"), budget=budget)
     t0 = time.perf_counter()
     try:
         attack = FunctionallyEquivalent(seed=seed).fit(oracle)
@@ -66,7 +67,7 @@ def run_one(width: int, seed: int, budget: int, baseline: bool) -> dict:
     if baseline:
         # Knockoff Nets at the same query count, MLP student on soft labels.
         knock = KnockoffNets(victim.pool(), surrogate="mlp", seed=seed).fit(
-            victim.oracle("probabilities", budget=attack.queries_)
+            victim.oracle(OutputSpec("probabilities"), budget=attack.queries_)
         )
         qs = knock.surrogate_.predict_proba(X)
         row.update(

@@ -35,6 +35,7 @@ from extractguard.attacks import create_attack
 from extractguard.evaluate import ProbeSet
 from extractguard.victims import build_victim
 from extractguard.victims.pools import structured_pool
+from extractguard.oracle import OutputSpec
 
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "random": ("knockoff", {}),
@@ -61,7 +62,7 @@ def run_one(victim_name: str, seed: int, variant: str, budgets: list[int], ratio
     attack = create_attack(name, pool=pool, surrogate=surrogate, seed=seed, **kw)
     fids: list[float] = []
     t0 = time.perf_counter()
-    attack.fit(victim.oracle(output, max(budgets)), max(budgets), budgets,
+    attack.fit(victim.oracle(OutputSpec.parse(output), max(budgets)), max(budgets), budgets,
                callback=lambda cp: fids.append(probe.score(cp.surrogate)["fidelity"]))
     seconds = time.perf_counter() - t0
     queried = np.concatenate(attack._X)

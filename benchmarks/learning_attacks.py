@@ -27,6 +27,7 @@ from extractguard.attacks import create_attack
 from extractguard.evaluate import ProbeSet
 from extractguard.victims import build_victim
 from extractguard.victims.pools import structured_pool
+from extractguard.oracle import OutputSpec
 
 DEFAULT_ATTACKS = ("random", "knockoff", "knockoff-adaptive", "activethief-entropy", "activethief-kcenter",
                    "activethief-dfal", "jbda")
@@ -70,7 +71,7 @@ def main() -> None:
                 attack = create_attack(name, pool=pool, surrogate=args.surrogate, seed=seed, **PARAMS.get(name, {}))
                 fids: list[float] = []
                 t0 = time.perf_counter()
-                attack.fit(victim.oracle(args.output, max(budgets)), max(budgets), budgets,
+                attack.fit(victim.oracle(OutputSpec.parse(args.output), max(budgets)), max(budgets), budgets,
                            callback=lambda cp: fids.append(probe.score(cp.surrogate)["fidelity"]))
                 seconds = time.perf_counter() - t0
                 for b, cp, f in zip(budgets, attack.checkpoints_, fids):

@@ -36,8 +36,9 @@ from rich.console import Console
 from rich.table import Table
 
 from extractguard.attacks import create_attack
-from extractguard.evaluate import ProbeSet, parse_budgets, run_assessment
+from extractguard.evaluate import ProbeSet, run_assessment
 from extractguard.evaluate.campaign import run_campaign
+from extractguard.oracle import BudgetLadder
 from extractguard.oracle.target_config import parse_target_config
 from extractguard.victims import build_victim
 
@@ -57,7 +58,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(Path(__file__).parent / "out" / "remote_campaign.json"))
     ap.add_argument("--registry", action="store_true", help="Run every registered attack over HTTP instead.")
     args = ap.parse_args()
-    ladder = parse_budgets(args.budgets)
+    ladder = BudgetLadder.parse(args.budgets)
     victim = build_victim(args.victim, seed=args.seed)
     probe_X, probe_y = victim.probe()
     schema = victim.target.schema
@@ -121,11 +122,11 @@ def main() -> None:
     Console().print(table)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"args": vars(args), "budgets": ladder, "results": results}, indent=2))
+    out.write_text(json.dumps({"args": vars(args), "budgets": list(ladder), "results": results}, indent=2))
     print(f"wrote {out}")
 
 
-def registry(args: argparse.Namespace, victim: Any, ladder: list[int], config: Any) -> None:
+def registry(args: argparse.Namespace, victim: Any, ladder: BudgetLadder, config: Any) -> None:
     """Every registered attack once over HTTP: does it run, what does it reach, what was billed."""
     from extractguard.attacks import ATTACKS
     from extractguard.errors import ExtractGuardError
@@ -162,7 +163,7 @@ def registry(args: argparse.Namespace, victim: Any, ladder: list[int], config: A
     Console().print(table)
     out = Path(args.out).with_name("remote_registry.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"args": vars(args), "budgets": ladder, "rows": rows}, indent=2))
+    out.write_text(json.dumps({"args": vars(args), "budgets": list(ladder), "rows": rows}, indent=2))
     print(f"wrote {out}")
 
 

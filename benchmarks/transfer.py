@@ -31,7 +31,8 @@ from rich.console import Console
 from rich.table import Table
 
 from extractguard.attacks import create_attack
-from extractguard.evaluate import ProbeSet, parse_budgets, run_assessment
+from extractguard.evaluate import ProbeSet, run_assessment
+from extractguard.oracle import BudgetLadder, OutputSpec
 from extractguard.surrogates.text import SentenceEncoder
 from extractguard.victims import build_victim
 
@@ -54,7 +55,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(Path(__file__).parent / "out" / "transfer.json"))
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    ladder = parse_budgets(args.budgets)
+    ladder = BudgetLadder.parse(args.budgets)
     methods = args.methods.split(",")
     t0 = time.perf_counter()
     encoder = SentenceEncoder()
@@ -74,7 +75,7 @@ def main() -> None:
                     name, params = METHODS[m]
                     extra = {"encoder": encoder} if name == "transfer" else {}
                     attacks.append(create_attack(name, pool=pool, seed=seed, batch_size=args.batch_size, **params, **extra))
-                result = run_assessment(victim.target, attacks, ladder, probe, output=output, seed=seed)
+                result = run_assessment(victim.target, attacks, ladder, probe, output=OutputSpec.parse(output), seed=seed)
                 # The comparison is only fair if scratch and transfer saw the same texts.
                 orders = [a._order for a, m in zip(attacks, methods) if m in ("scratch", "transfer", "transfer-emb")]
                 assert all(np.array_equal(orders[0], o) for o in orders), "random-strategy attacks queried different texts"
@@ -109,7 +110,7 @@ def main() -> None:
     print(f"total {time.perf_counter() - t0:.0f} s, {len(encoder)} distinct texts embedded")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"victims": args.victims.split(","), "seeds": seeds, "budgets": ladder,
+    out.write_text(json.dumps({"victims": args.victims.split(","), "seeds": seeds, "budgets": list(ladder),
                                "outputs": args.outputs.split(","), "victim_accuracy": victim_acc, "rows": rows}, indent=2))
     print(f"wrote {out}")
 

@@ -301,9 +301,9 @@ def test_defense_taken_from_a_gateway_tier(tmp_path: Path) -> None:
     grid = {**GRID, "defenses": {"free": {"gateway": {"config": "gw.yaml", "tier": "free"}},
                                  "pro": {"gateway": {"config": "gw.yaml", "tier": "pro"}}}}
     cfg = load_matrix_config(write(tmp_path / "assess.yaml", grid))
-    assert cfg.defenses["free"].output == "label" and cfg.defenses["free"].watermark is None
+    assert str(cfg.defenses["free"].output) == "label" and cfg.defenses["free"].watermark is None
     pro = cfg.defenses["pro"]
-    assert (pro.output, pro.defenses[0]["name"], pro.watermark.fraction) == ("rounded:2", "gaussian-noise", 0.05)
+    assert (str(pro.output), pro.defenses[0]["name"], pro.watermark.fraction) == ("rounded:2", "gaussian-noise", 0.05)
     assert "tier pro of gw.yaml" in pro.description
     for change, message in [
         ({"gateway": {"config": "gw.yaml", "tier": "gold"}}, "gateway gw.yaml has no tier 'gold' (tiers: free, pro)"),

@@ -8,6 +8,7 @@ import pytest
 from extractguard.attacks import ATTACKS, KnockoffNets, RandomQueries, create_attack
 from extractguard.errors import ConfigurationError
 from extractguard.evaluate import ProbeSet, run_assessment
+from extractguard.oracle import BudgetLadder, OutputSpec
 from extractguard.victims import build_victim
 
 
@@ -64,7 +65,7 @@ def test_same_seed_same_result(digits) -> None:
 def test_run_assessment_curve(digits) -> None:
     probe = ProbeSet.from_target(digits.target, *digits.probe())
     attacks = [create_attack(n, pool=digits.pool(), surrogate="linear") for n in ("random", "knockoff")]
-    result = run_assessment(digits.target, attacks, [30, 300], probe, output="top-1")
+    result = run_assessment(digits.target, attacks, BudgetLadder([30, 300]), probe, output=OutputSpec.parse("top-1"))
     assert [r.attack for r in result.runs] == ["random", "knockoff"]
     for run in result.runs:
         assert [p.budget for p in run.points] == [30, 300] and run.queries == 300

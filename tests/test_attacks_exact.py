@@ -25,7 +25,7 @@ from extractguard.attacks import (
 from extractguard.attacks.algorithmic import OutOfQueries
 from extractguard.errors import ConfigurationError
 from extractguard.evaluate import ProbeSet, run_assessment
-from extractguard.oracle import Oracle
+from extractguard.oracle import BudgetLadder, Oracle, OutputSpec
 from extractguard.victims import build_victim
 
 
@@ -55,7 +55,7 @@ def test_registered_and_reachable_by_name() -> None:
 def test_equation_solving_recovers_logreg_with_d_plus_1_queries(name: str) -> None:
     victim = build_victim(name, seed=0)
     d = victim.schema.n_features
-    oracle = victim.oracle("probabilities", budget=10 * d)
+    oracle = victim.oracle(OutputSpec.parse("probabilities"), budget=10 * d)
     attack = EquationSolving(seed=0).fit(oracle, budget=10 * d)
     assert attack.queries_ == d + 1 == oracle.queries_used
     fid, err = fidelity_and_error(victim, attack.surrogate_)
@@ -73,7 +73,7 @@ def test_equation_solving_recovers_logreg_with_d_plus_1_queries(name: str) -> No
 
 def test_equation_solving_from_logits_and_checkpoints_are_honest() -> None:
     victim = build_victim("wine-logreg", seed=1)
-    oracle = victim.oracle("logits", budget=100)
+    oracle = victim.oracle(OutputSpec.parse("logits"), budget=100)
     attack = EquationSolving().fit(oracle, budget=100, checkpoints=[5, 14, 100])
     # Below d + 1 the system is under-determined: a partial copy at the real count; the
     # algorithm stops at d + 1 = 14, so the 100 budget reports 14 real queries.
@@ -88,7 +88,7 @@ def test_equation_solving_rounded_error_falls_with_queries() -> None:
     victim = build_victim("wine-logreg", seed=0)
     errors = {}
     for digits in (2, 4):
-        oracle = victim.oracle(f"rounded:{digits}", budget=400)
+        oracle = victim.oracle(OutputSpec.parse(f"rounded:{digits}"), budget=400)
         attack = EquationSolving(batch_size=20).fit(oracle, budget=400, checkpoints=[31, 400])
         assert [c.queries for c in attack.checkpoints_] == [31, 400] and oracle.queries_used == 400
         errs = [fidelity_and_error(victim, c.surrogate)[1] for c in attack.checkpoints_]
@@ -107,7 +107,7 @@ def test_equation_solving_recovers_digits_logreg_from_rounded_answers() -> None:
     victim = build_victim("digits-logreg", seed=0)
     errors = {}
     for digits in (3, 4):
-        oracle = victim.oracle(f"rounded:{digits}", budget=2000)
+        oracle = victim.oracle(OutputSpec.parse(f"rounded:{digits}"), budget=2000)
         attack = EquationSolving(seed=0).fit(oracle, budget=2000, checkpoints=[650, 2000])
         assert [c.queries for c in attack.checkpoints_] == [650, 2000] == [650, oracle.queries_used]
         (_, early), (fid, err) = (fidelity_and_error(victim, c.surrogate) for c in attack.checkpoints_)
@@ -120,7 +120,7 @@ def test_equation_solving_rounded_hunts_classes_the_exploration_missed() -> None
     """On this victim the random corners never land in some small class regions (e.g. 8): the
     hunt (estimated-margin LP + local search) has to find them, or the copy stays wrong there."""
     victim = build_victim("digits-logreg", seed=4)
-    oracle = victim.oracle("rounded:3", budget=2000)
+    oracle = victim.oracle(OutputSpec.parse("rounded:3"), budget=2000)
     attack = EquationSolving(seed=4).fit(oracle, budget=2000)
     assert len(set(attack._explore_labels)) < 10 and oracle.queries_used == 2000
     fid, err = fidelity_and_error(victim, attack.surrogate_)
@@ -140,7 +140,7 @@ def test_equation_solving_rounded_queries_stay_in_the_box_and_use_the_schema_onl
     seen: list[np.ndarray] = []
     runs = []
     for _ in range(2):
-        oracle = victim.oracle("rounded:3", budget=300)
+        oracle = victim.oracle(OutputSpec.parse("rounded:3"), budget=300)
         real_query = oracle.query
 
         def spy(X, _real=real_query):
@@ -170,7 +170,7 @@ def test_equation_solving_finds_an_unsaturated_anchor() -> None:
         P = np.exp(Z)
         return P / P.sum(axis=1, keepdims=True)
 
-    oracle = Oracle(CallableTarget(predict, schema), output="probabilities", budget=200)
+    oracle = Oracle(CallableTarget(predict, schema), output=OutputSpec.parse("probabilities"), budget=200)
     centre = predict(np.zeros((1, 5)))
     assert centre.min() == 0.0  # saturated where the design would naively start
     attack = EquationSolving(seed=0).fit(oracle)
@@ -183,13 +183,13 @@ def test_equation_solving_finds_an_unsaturated_anchor() -> None:
 def test_equation_solving_refuses_labels() -> None:
     victim = build_victim("iris-logreg", seed=0)
     with pytest.raises(ConfigurationError, match="cannot work from label"):
-        EquationSolving().fit(victim.oracle("label", budget=50))
+        EquationSolving().fit(victim.oracle(OutputSpec.parse("label"), budget=50))
 
 
 # -- Lowd & Meek 2005 ------------------------------------------------------------------------------
 def test_lowd_meek_label_only_on_breast_cancer() -> None:
     victim = build_victim("breast_cancer-logreg", seed=0)
-    oracle = victim.oracle("label", budget=5000)
+    oracle = victim.oracle(OutputSpec.parse("label"), budget=5000)
     attack = LowdMeek(eps=1e-6, seed=0).fit(oracle)
     fid, _ = fidelity_and_error(victim, attack.surrogate_)
     bound = attack.bound(victim.schema.n_features)
@@ -211,7 +211,7 @@ def test_lowd_meek_precision_costs_queries() -> None:
     w_true = lr.coef_[0] / scaler.scale_
     runs = []
     for eps in (1e-2, 1e-5):
-        attack = LowdMeek(eps=eps, seed=1).fit(victim.oracle("label", budget=5000))
+        attack = LowdMeek(eps=eps, seed=1).fit(victim.oracle(OutputSpec.parse("label"), budget=5000))
         w = attack.surrogate_.w
         angle = np.degrees(np.arccos(min(1.0, w @ w_true / np.linalg.norm(w) / np.linalg.norm(w_true))))
         runs.append((attack.queries_, angle))
@@ -220,9 +220,9 @@ def test_lowd_meek_precision_costs_queries() -> None:
 
 def test_lowd_meek_refuses_multiclass_and_stops_at_budget() -> None:
     with pytest.raises(ConfigurationError, match="binary task"):
-        LowdMeek().fit(build_victim("iris-logreg", seed=0).oracle("label", budget=100))
+        LowdMeek().fit(build_victim("iris-logreg", seed=0).oracle(OutputSpec.parse("label"), budget=100))
     victim = build_victim("breast_cancer-logreg", seed=0)
-    oracle = victim.oracle("label", budget=1000)
+    oracle = victim.oracle(OutputSpec.parse("label"), budget=1000)
     with pytest.raises(OutOfQueries, match="budget of 50 queries"):
         LowdMeek().fit(oracle, budget=50)
     assert oracle.queries_used <= 50
@@ -232,7 +232,7 @@ def test_lowd_meek_refuses_multiclass_and_stops_at_budget() -> None:
 @pytest.mark.parametrize("name", ["iris-tree", "wine-tree", "breast_cancer-tree"])
 def test_path_finding_rebuilds_trees(name: str) -> None:
     victim = build_victim(name, seed=3)
-    oracle = victim.oracle("probabilities", budget=50_000)
+    oracle = victim.oracle(OutputSpec.parse("probabilities"), budget=50_000)
     attack = PathFinding(seed=0).fit(oracle)
     fid, err = fidelity_and_error(victim, attack.surrogate_)
     print(f"{name}: {attack.queries_} queries, {attack.leaves_} regions, fidelity {fid:.3f}")
@@ -257,7 +257,7 @@ def test_path_finding_rebuilds_trees(name: str) -> None:
 
 def test_path_finding_budget_too_small_is_a_clear_error() -> None:
     victim = build_victim("iris-tree", seed=0)
-    oracle = victim.oracle("probabilities", budget=1000)
+    oracle = victim.oracle(OutputSpec.parse("probabilities"), budget=1000)
     with pytest.raises(OutOfQueries, match="raise the budget"):
         PathFinding().fit(oracle, budget=30)
     assert oracle.queries_used <= 30
@@ -267,7 +267,7 @@ def test_path_finding_budget_too_small_is_a_clear_error() -> None:
 @pytest.mark.parametrize(("arch", "seed"), [("mlp4", 0), ("mlp4", 1), ("mlp8", 2)])
 def test_functionally_equivalent_recovers_relu_net(arch: str, seed: int) -> None:
     victim = build_victim(f"breast_cancer-{arch}", seed=seed)
-    oracle = victim.oracle("logits", budget=20_000)
+    oracle = victim.oracle(OutputSpec.parse("logits"), budget=20_000)
     attack = FunctionallyEquivalent(seed=seed).fit(oracle)
     X = probe_rows(victim)
     zv = victim.target.predict(X).logits
@@ -283,8 +283,8 @@ def test_functionally_equivalent_recovers_relu_net(arch: str, seed: int) -> None
 def test_functionally_equivalent_needs_logits_and_respects_budget() -> None:
     victim = build_victim("breast_cancer-mlp4", seed=0)
     with pytest.raises(ConfigurationError, match="cannot work from probabilities"):
-        FunctionallyEquivalent().fit(victim.oracle("probabilities", budget=100))
-    oracle = victim.oracle("logits", budget=10_000)
+        FunctionallyEquivalent().fit(victim.oracle(OutputSpec.parse("probabilities"), budget=100))
+    oracle = victim.oracle(OutputSpec.parse("logits"), budget=10_000)
     with pytest.raises(OutOfQueries):
         FunctionallyEquivalent().fit(oracle, budget=100)
     assert oracle.queries_used <= 100
@@ -293,18 +293,18 @@ def test_functionally_equivalent_needs_logits_and_respects_budget() -> None:
 def test_functionally_equivalent_on_a_linear_model_says_so() -> None:
     victim = build_victim("iris-logreg", seed=0)
     with pytest.raises(ConfigurationError, match="logits look linear"):
-        FunctionallyEquivalent(max_lines=3).fit(victim.oracle("logits", budget=5000))
+        FunctionallyEquivalent(max_lines=3).fit(victim.oracle(OutputSpec.parse("logits"), budget=5000))
 
 
 # -- through the assessment loop, as `extractguard assess` runs them -------------------------------
 def test_assessment_reports_real_query_counts() -> None:
     victim = build_victim("breast_cancer-logreg", seed=0)
     probe = ProbeSet.from_target(victim.target, *victim.probe())
-    result = run_assessment(victim.target, [create_attack("equation-solving")], [10, 31, 100], probe)
+    result = run_assessment(victim.target, [create_attack("equation-solving")], BudgetLadder([10, 31, 100]), probe)
     run = result.runs[0]
     assert [(p.budget, p.queries) for p in run.points] == [(10, 10), (31, 31), (100, 31)]
     assert run.points[-1].fidelity == 1.0
-    label_run = run_assessment(victim.target, [create_attack("lowd-meek")], [100, 2000], probe, output="label").runs[0]
+    label_run = run_assessment(victim.target, [create_attack("lowd-meek")], BudgetLadder([100, 2000]), probe, output=OutputSpec.parse("label")).runs[0]
     # 100 queries cannot finish the line searches: no made-up checkpoint below the real count.
     assert [p.budget for p in label_run.points] == [2000]
     assert label_run.points[0].fidelity >= 0.99

@@ -20,6 +20,7 @@ from extractguard.attacks.active_learning import entropy_scores, kcenter_greedy
 from extractguard.attacks.knockoff_adaptive import parse_rewards
 from extractguard.errors import ConfigurationError, ExtractGuardError
 from extractguard.evaluate import ProbeSet
+from extractguard.oracle import OutputSpec
 from extractguard.oracle.schema import InputSchema
 from extractguard.surrogates import SelectedSurrogate, make_surrogate, select_surrogate
 from extractguard.victims import build_victim
@@ -105,7 +106,7 @@ def test_reward_parsing() -> None:
 def test_pool_attacks_work_in_every_output_mode(digits, probe, name, mode) -> None:
     """Each attack copies a 10-class victim well above chance (0.1) whatever the API reveals,
     and every row it sends (seed, augmented, selected) counts against the budget."""
-    oracle = digits.oracle(mode, budget=100)
+    oracle = digits.oracle(OutputSpec.parse(mode), budget=100)
     attack = create_attack(name, pool=digits.pool(), surrogate="linear", seed=0, batch_size=40, **FAST.get(name, {}))
     attack.fit(oracle)
     assert oracle.queries_used == attack.queries_ == 100 == len(queried(attack))
@@ -119,7 +120,7 @@ def test_pool_attacks_work_in_every_output_mode(digits, probe, name, mode) -> No
 def test_random_queries_work_in_every_output_mode(mode) -> None:
     """Uniform noise copies a low-dimensional victim (iris) above chance (1/3) in every mode."""
     iris = build_victim("iris-logreg", seed=0)
-    attack = create_attack("random", surrogate="linear", seed=0).fit(iris.oracle(mode, budget=200))
+    attack = create_attack("random", surrogate="linear", seed=0).fit(iris.oracle(OutputSpec.parse(mode), budget=200))
     fidelity = ProbeSet.from_target(iris.target, *iris.probe()).score(attack.surrogate_)["fidelity"]
     assert fidelity >= 0.5, f"random in {mode}: fidelity {fidelity:.3f}"
 

@@ -292,7 +292,7 @@ def test_knockoff_through_a_defended_target_counts_queries_and_sees_defended_ans
     v, _, _, _ = digits
     chain = DefenseChain([ReverseSigmoid(beta=0.5, gamma=2.0)])
     transcript = MemoryTranscript()
-    oracle = Oracle(ServingPipeline(v.target, PROBS, chain=chain, rng=np.random.default_rng(0)), output="probabilities", budget=100,
+    oracle = Oracle(ServingPipeline(v.target, PROBS, chain=chain, rng=np.random.default_rng(0)), budget=100,
                     transcript=transcript)
     attack = create_attack("knockoff", pool=v.pool(), surrogate="linear", seed=0).fit(oracle, budget=100)
     assert oracle.queries_used == 100 and attack.queries_ == 100 and oracle.remaining == 0

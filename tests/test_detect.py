@@ -13,6 +13,7 @@ from extractguard.detect.base import Observation, window_push
 from extractguard.detect.policy import ChallengeBook, DetectionConfig, leading_zero_bits, solve
 from extractguard.detect.simulate import Request, paced_requests
 from extractguard.errors import ConfigurationError
+from extractguard.oracle.answer import OutputSpec
 from extractguard.oracle.oracle import MemoryTranscript, Oracle
 from extractguard.victims import build_victim
 
@@ -44,7 +45,7 @@ def honest(victim, rows: slice, every: float = 12.0):  # type: ignore[no-untyped
 
 def attack_batches(victim, name: str, pool: np.ndarray | None) -> list[np.ndarray]:  # type: ignore[no-untyped-def]
     tr = MemoryTranscript()
-    oracle = Oracle(victim.target, "probabilities", budget=BUDGET, transcript=tr)
+    oracle = Oracle(victim.target, OutputSpec.parse("probabilities"), budget=BUDGET, transcript=tr)
     create_attack(name, pool=pool, seed=0, surrogate="linear").fit(oracle, BUDGET)
     return [x for x, _ in tr.batches]
 

@@ -103,7 +103,7 @@ def test_extractguard_serve_end_to_end(tmp_path: Path) -> None:
         oracle_answer = httpx.post(f"{url}/v2/models/iris/infer", json=encode_request(ROWS), headers={"Authorization": f"Bearer {key}"})
         assert oracle_answer.status_code == 200
         ans = decode_response(oracle_answer.json(), 3, 3, OutputSpec("rounded", decimals=1))
-        expected = Oracle(iris_target(), output="rounded:1").query(ROWS)
+        expected = Oracle(iris_target(), output=OutputSpec.parse("rounded:1")).query(ROWS)
         np.testing.assert_array_equal(ans.scores, expected.scores)
         assert httpx.post(f"{url}/v2/models/iris/infer", json=encode_request(ROWS)).status_code == 401
         assert "extractguard_rows_served_total" in httpx.get(f"{url}/metrics").text

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from extractguard.errors import ConfigurationError
-from extractguard.evaluate import accuracy, fidelity, mean_kl, mean_l1, parse_budgets
+from extractguard.evaluate import accuracy, fidelity, mean_kl, mean_l1
+from extractguard.oracle import BudgetLadder
 
 
 def test_fidelity_from_labels_and_probabilities() -> None:
@@ -41,8 +42,8 @@ def test_mean_kl_by_hand() -> None:
 
 
 def test_parse_budgets() -> None:
-    assert parse_budgets("500, 50,100,50") == [50, 100, 500]
+    assert list(BudgetLadder.parse("500, 50,100,50")) == [50, 100, 500]
     with pytest.raises(ConfigurationError, match="whole numbers"):
-        parse_budgets("50,lots")
+        BudgetLadder.parse("50,lots")
     with pytest.raises(ConfigurationError, match="positive"):
-        parse_budgets("0,10")
+        BudgetLadder.parse("0,10")

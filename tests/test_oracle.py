@@ -134,7 +134,7 @@ def test_oracle_does_not_expose_the_target(linear_target: SklearnTarget) -> None
 
 def test_transcript_records_every_row(linear_target: SklearnTarget) -> None:
     transcript = MemoryTranscript()
-    oracle = Oracle(linear_target, output="top-2", transcript=transcript)
+    oracle = Oracle(linear_target, output=OutputSpec.parse("top-2"), transcript=transcript)
     X = np.random.default_rng(1).uniform(-3, 3, size=(7, 4))
     oracle.query(X[:3])
     oracle.query(X[3:])
@@ -163,7 +163,7 @@ def test_torch_target_matches_module_softmax() -> None:
         expected = torch.softmax(net(torch.tensor(X, dtype=torch.float32).reshape(5, 1, 4, 4)), 1).numpy()
     np.testing.assert_allclose(pred.probabilities, expected, atol=1e-6)
     assert pred.logits is not None
-    answer = Oracle(target, output="logits").query(X)
+    answer = Oracle(target, output=OutputSpec.parse("logits")).query(X)
     np.testing.assert_allclose(answer.soft_labels(), expected, atol=1e-6)
 
 
@@ -187,7 +187,7 @@ def test_onnx_target_matches_sklearn(linear_target: SklearnTarget, tmp_path) -> 
 def test_callable_target_with_labels_and_errors() -> None:
     schema = InputSchema(input_shape=(2,), n_classes=2)
     target = CallableTarget(lambda X: (X[:, 0] > 0.5).astype(int), schema, outputs="labels")
-    a = Oracle(target, output="probabilities").query([[0.9, 0], [0.1, 0]])
+    a = Oracle(target, output=OutputSpec.parse("probabilities")).query([[0.9, 0], [0.1, 0]])
     np.testing.assert_array_equal(a.labels, [1, 0])
     nan_target = CallableTarget(lambda X: np.full((len(X), 2), np.nan), schema)
     with pytest.raises(ExtractGuardError, match="NaN"):

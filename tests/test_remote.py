@@ -32,7 +32,7 @@ from extractguard.errors import (
     RemoteTargetError,
 )
 from extractguard.evaluate.campaign import run_campaign
-from extractguard.oracle import Oracle
+from extractguard.oracle import BudgetLadder, Oracle, OutputSpec
 from extractguard.oracle.remote import RemoteOracle, RemoteTarget, parse_retry_after
 from extractguard.oracle.target_config import load_target_config, parse_target_config
 from extractguard.oracle.transcript import SqliteTranscript
@@ -112,7 +112,7 @@ def test_sigkilled_campaign_resumes_paying_exactly_its_budget(victim: Any, data_
     # wrapper over run_campaign, and this saves a slow interpreter start).
     with ModelServer(victim.target) as ref_srv:
         ref_cfg = parse_target_config(config_dict(ref_srv.url, data_dir, tmp_path / "ref.sqlite"))
-        reference = run_campaign(ref_cfg, ["knockoff"], [100, 300], seed=3, surrogate="linear")
+        reference = run_campaign(ref_cfg, ["knockoff"], BudgetLadder([100, 300]), seed=3, surrogate="linear")
         assert ref_srv.counts.paid_rows == budget + PROBE_ROWS
 
     # Same campaign, killed with SIGKILL part-way through the attack's budget, then resumed.
@@ -196,7 +196,7 @@ def test_ctrl_c_lets_requests_in_flight_finish_and_commits_them(victim: Any, dat
 def test_throttled_campaign_loses_nothing_and_honours_retry_after(victim: Any, data_dir: Path, tmp_path: Path) -> None:
     with ModelServer(victim.target, throttle=0.3, retry_after=1, seed=1) as srv:
         cfg = parse_target_config(config_dict(srv.url, data_dir, tmp_path / "t.sqlite"))
-        result = run_campaign(cfg, ["random"], [100, 200], seed=0, surrogate="linear")
+        result = run_campaign(cfg, ["random"], BudgetLadder([100, 200]), seed=0, surrogate="linear")
         counts = srv.counts
     assert counts.throttled >= 3  # ~30% of ~16 requests
     assert counts.violations == [], f"retries sent before Retry-After: {counts.violations}"
@@ -215,7 +215,7 @@ def test_throttled_campaign_loses_nothing_and_honours_retry_after(victim: Any, d
 def test_intermittent_500s_are_retried(victim: Any, data_dir: Path, tmp_path: Path) -> None:
     with ModelServer(victim.target, fail=0.3, seed=2) as srv:
         cfg = parse_target_config(config_dict(srv.url, data_dir, tmp_path / "t.sqlite"))
-        result = run_campaign(cfg, ["random"], [100], seed=0, surrogate="linear")
+        result = run_campaign(cfg, ["random"], BudgetLadder([100]), seed=0, surrogate="linear")
         counts = srv.counts
     assert counts.failed >= 2
     assert counts.paid_rows == counts.rows_answered == 100 + PROBE_ROWS
@@ -226,7 +226,7 @@ def test_retries_exhausted_stop_with_a_resumable_error(victim: Any, data_dir: Pa
     with ModelServer(victim.target, fail=1.0) as srv:
         cfg = parse_target_config(config_dict(srv.url, data_dir, tmp_path / "t.sqlite", retries=2))
         with pytest.raises(RemoteTargetError, match="after 3 attempts.*--resume") as err:
-            run_campaign(cfg, ["random"], [50], surrogate="linear")
+            run_campaign(cfg, ["random"], BudgetLadder([50]), surrogate="linear")
     assert "\n" not in str(err.value)
 
 
@@ -262,7 +262,7 @@ def test_attack_that_cannot_apply_is_refused_before_anything_is_paid(victim: Any
     with ModelServer(victim.target) as srv:
         cfg = parse_target_config(config_dict(srv.url, data_dir, tmp_path / "t.sqlite"))
         with pytest.raises(ConfigurationError, match="needs one of: logits"):
-            run_campaign(cfg, ["knockoff", "functionally-equivalent"], [50])
+            run_campaign(cfg, ["knockoff", "functionally-equivalent"], BudgetLadder([50]))
         assert srv.counts.requests == 0
     assert not (tmp_path / "t.sqlite").exists()
 
@@ -280,7 +280,7 @@ def test_blank_or_expired_authorization_is_refused(data_dir: Path, tmp_path: Pat
                                                     message: str) -> None:
     cfg = config_dict("http://127.0.0.1:9", data_dir, tmp_path / "t.sqlite", authorization=auth)
     with pytest.raises((ConfigurationError, AuthorizationError), match=message):
-        run_campaign(parse_target_config(cfg), ["random"], [10])
+        run_campaign(parse_target_config(cfg), ["random"], BudgetLadder([10]))
 
 
 # -- configuration ------------------------------------------------------------------------------
@@ -371,11 +371,11 @@ def test_spend_cap_holds_across_resumes(victim: Any, data_dir: Path, tmp_path: P
         cfg = parse_target_config(config_dict(srv.url, data_dir, tmp_path / "t.sqlite", price_per_query=0.01,
                                               spend_cap=2.0))  # 200 rows: the 120 probe rows + 80
         with pytest.raises(BudgetExceededError, match="spend cap"):
-            run_campaign(cfg, ["random"], [100], surrogate="linear")
+            run_campaign(cfg, ["random"], BudgetLadder([100]), surrogate="linear")
         paid = srv.counts.paid_rows
         assert paid <= 200
         with pytest.raises(BudgetExceededError, match="spend cap"):
-            run_campaign(cfg, ["random"], [100], surrogate="linear", resume=True)
+            run_campaign(cfg, ["random"], BudgetLadder([100]), surrogate="linear", resume=True)
         assert srv.counts.paid_rows == paid  # the resumed session could send nothing more
 
 
@@ -384,15 +384,38 @@ def test_resume_refuses_changed_settings_and_fresh_run_refuses_old_transcript(
 ) -> None:
     with ModelServer(victim.target) as srv:
         cfg = parse_target_config(config_dict(srv.url, data_dir, tmp_path / "t.sqlite"))
-        run_campaign(cfg, ["random"], [40], seed=0, surrogate="linear")
+        run_campaign(cfg, ["random"], BudgetLadder([40]), seed=0, surrogate="linear")
         with pytest.raises(ConfigurationError, match="--resume"):
-            run_campaign(cfg, ["random"], [40], seed=0, surrogate="linear")
+            run_campaign(cfg, ["random"], BudgetLadder([40]), seed=0, surrogate="linear")
         with pytest.raises(ConfigurationError, match="seed: was 0, now 1"):
-            run_campaign(cfg, ["random"], [40], seed=1, surrogate="linear", resume=True)
+            run_campaign(cfg, ["random"], BudgetLadder([40]), seed=1, surrogate="linear", resume=True)
         before = srv.counts.paid_rows
-        again = run_campaign(cfg, ["random"], [40], seed=0, surrogate="linear", resume=True)
+        again = run_campaign(cfg, ["random"], BudgetLadder([40]), seed=0, surrogate="linear", resume=True)
         assert srv.counts.paid_rows == before
         assert again.target["transcript"]["this_session"]["rows_replayed"] == 40 + PROBE_ROWS
+
+
+def test_resumed_oracle_counts_already_paid_rows_exactly_once(victim: Any, data_dir: Path, tmp_path: Path) -> None:
+    """A run stopped after 60 of its 100 queries, then resumed: the 60 paid rows are replayed from
+    the transcript and counted once by the oracle (the one counter), the 40 others are sent."""
+    from extractguard.attacks import RandomQueries
+
+    with ModelServer(victim.target) as srv:
+        cfg = parse_target_config(config_dict(srv.url, data_dir, tmp_path / "t.sqlite"))
+        with SqliteTranscript(tmp_path / "t.sqlite") as store:
+            first = RemoteOracle(RemoteTarget(cfg), store, "attack:random", budget=100)
+            RandomQueries(surrogate="linear", batch_size=20, seed=0).fit(first, budget=60)
+            assert (first.queries_used, first.sent, first.replayed) == (60, 60, 0)
+        assert srv.counts.paid_rows == 60
+        with SqliteTranscript(tmp_path / "t.sqlite") as store:  # a new session, as after a kill
+            resumed = RemoteOracle(RemoteTarget(cfg), store, "attack:random", budget=100)
+            attack = RandomQueries(surrogate="linear", batch_size=20, seed=0).fit(resumed)
+            assert attack.queries_ == resumed.queries_used == 100 and resumed.remaining == 0
+            assert (resumed.replayed, resumed.sent, resumed.calls) == (60, 40, 5)
+            assert store.paid_rows() == 100
+            with pytest.raises(BudgetExceededError):
+                resumed.query(victim.pool()[:1])
+        assert srv.counts.paid_rows == srv.counts.rows_answered == 100  # nothing paid twice, nothing sent past
 
 
 def test_retry_after_parsing() -> None:
@@ -404,7 +427,7 @@ def test_retry_after_parsing() -> None:
 
 def test_local_oracle_can_record_into_sqlite(victim: Any, tmp_path: Path) -> None:
     with SqliteTranscript(tmp_path / "local.sqlite") as store:
-        oracle = Oracle(victim.target, output="rounded:2", transcript=store)
+        oracle = Oracle(victim.target, output=OutputSpec.parse("rounded:2"), transcript=store)
         oracle.query(victim.pool()[:7])
         oracle.query(victim.pool()[7:10])
         assert store.runs() == {"local": 10}

@@ -139,11 +139,11 @@ def test_a_plain_target_is_a_one_stage_pipeline(victim) -> None:  # type: ignore
     from extractguard.oracle import Oracle
 
     X = victim.pool()[:7]
-    plain = Oracle(victim.target, output="logits").query(X)
+    plain = Oracle(victim.target, output=OutputSpec("logits")).query(X)
     tier = Oracle(ServingPipeline(victim.target, OutputSpec("logits"))).query(X)
     assert json.dumps(encode_response(plain, MODEL)) == json.dumps(encode_response(tier, MODEL))
     with pytest.raises(Exception, match="differs from the pipeline's own output mode"):
-        Oracle(ServingPipeline(victim.target, OutputSpec("label")), output="top-2")
+        Oracle(ServingPipeline(victim.target, OutputSpec("label")), output=OutputSpec("top_k", k=2))
 
 
 def test_an_enforcing_pipeline_withholds_a_suspended_accounts_answers(victim) -> None:  # type: ignore[no-untyped-def]

@@ -16,7 +16,7 @@ from sklearn.pipeline import make_pipeline
 from extractguard.attacks import ATTACKS, create_attack
 from extractguard.errors import BudgetExceededError, ConfigurationError, DataLoadError, InputValidationError
 from extractguard.evaluate import ProbeSet
-from extractguard.oracle import InputSchema, MemoryTranscript, Oracle, SklearnTarget
+from extractguard.oracle import InputSchema, MemoryTranscript, Oracle, OutputSpec, SklearnTarget
 from extractguard.surrogates import make_surrogate
 from extractguard.surrogates.text import TfidfSurrogate, fit_soft_logreg
 
@@ -97,7 +97,7 @@ def test_text_schema_construction_errors_and_numeric_unchanged() -> None:
 def test_oracle_counts_one_query_per_string(text_target) -> None:
     target, pool, _, _ = text_target
     transcript = MemoryTranscript()
-    oracle = Oracle(target, output="top-1", budget=5, transcript=transcript)
+    oracle = Oracle(target, output=OutputSpec.parse("top-1"), budget=5, transcript=transcript)
     answer = oracle.query(list(pool[:3]))
     assert len(answer) == 3 and oracle.queries_used == 3
     assert answer.soft_labels().shape == (3, 2)

@@ -29,7 +29,8 @@ class CountedOracle:
     """The oracle as an algorithm sees it: a hard stop at ``limit`` rows, and timing.
 
     The batch that would cross the limit is refused before it reaches the oracle, so a stopped
-    attack has spent exactly what it reports.
+    attack has spent exactly what it reports.  The rows are counted by the oracle alone (its
+    :attr:`~extractguard.oracle.Oracle.queries_used`); this view only reads that count.
     """
 
     def __init__(self, oracle: Oracle, limit: int, attack: str) -> None:
@@ -38,8 +39,13 @@ class CountedOracle:
         self.output = oracle.output
         self.limit = int(limit)
         self.attack = attack
-        self.used = 0
+        self._start = oracle.queries_used
         self.seconds = 0.0
+
+    @property
+    def used(self) -> int:
+        """Rows the oracle answered since this view was made."""
+        return self.oracle.queries_used - self._start
 
     @property
     def remaining(self) -> int:
@@ -55,7 +61,6 @@ class CountedOracle:
         t0 = time.perf_counter()
         answer = self.oracle.query(rows)
         self.seconds += time.perf_counter() - t0
-        self.used += rows.shape[0]
         return answer
 
 

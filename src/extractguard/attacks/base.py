@@ -154,12 +154,18 @@ class Attack(ABC):
         self._Y: list[np.ndarray] = []
         self._start(oracle.schema, rng)
         self.checkpoints_: list[Checkpoint] = []
-        spent = 0
+        # The oracle counts the queries (the one budget counter); this run's share is what it
+        # counted since the run began.
+        start = oracle.queries_used
+
+        def spent() -> int:
+            return oracle.queries_used - start
+
         query_seconds = 0.0
         exhausted = False
         for mark in marks:
-            while spent < mark and not exhausted:
-                want = min(self.batch_size, mark - spent)
+            while spent() < mark and not exhausted:
+                want = min(self.batch_size, mark - spent())
                 X = self._select(want)
                 if X is None or len(X) == 0:
                     exhausted = True
@@ -170,15 +176,14 @@ class Attack(ABC):
                 query_seconds += time.perf_counter() - t0
                 rows = X if oracle.schema.is_text else np.asarray(X, dtype=np.float64).reshape(len(X), -1)
                 self._observe(rows, answer)
-                spent += len(X)
-            if spent == 0:
+            if spent() == 0:
                 raise ConfigurationError(f"{self.name}: the strategy produced no queries")
             t0 = time.perf_counter()
             surrogate = self.fit_surrogate(oracle.schema)
-            cp = Checkpoint(mark, spent, surrogate, query_seconds, time.perf_counter() - t0)
+            cp = Checkpoint(mark, spent(), surrogate, query_seconds, time.perf_counter() - t0)
             self.checkpoints_.append(cp)
             if callback is not None:
                 callback(cp)
         self.surrogate_ = self.checkpoints_[-1].surrogate
-        self.queries_ = spent
+        self.queries_ = spent()
         return self

@@ -110,6 +110,9 @@ def assess(
     if force:
         raise ConfigurationError("--force discards a remote assessment matrix's transcripts: use it with --config assess.yaml")
 
+    from extractguard.oracle.budget import BudgetLadder
+
+    ladder = BudgetLadder.parse(budgets)  # the one parse of --budgets, for a local or a remote target
     if target is not None:
         from extractguard.cli.remote import assess_remote
 
@@ -118,18 +121,16 @@ def assess(
         if output != "probabilities" or price != 0.0:
             raise ConfigurationError("with --target, the output mode and price come from target.yaml (output:, price_per_query:)")
 
-        return assess_remote(target, attack, budgets, surrogate, seed, resume, out, console)
+        return assess_remote(target, attack, ladder, surrogate, seed, resume, out, console)
     if resume:
         raise ConfigurationError("--resume only applies to remote campaigns (--target target.yaml)")
 
     # Every check that needs no model comes first, importing nothing heavy (numpy at most).
     from extractguard.attacks import ATTACKS
-    from extractguard.evaluate.budgets import parse_budgets
     from extractguard.oracle.answer import OutputSpec
     from extractguard.surrogates import check_surrogate
     from extractguard.victims.names import parse_victim_name
 
-    ladder = parse_budgets(budgets)
     spec = OutputSpec.parse(output)
     names = [ATTACKS.canonical(n) for n in attack or ["random", "knockoff"]]
     check_surrogate(surrogate)

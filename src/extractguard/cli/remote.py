@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+if TYPE_CHECKING:
+    from extractguard.oracle.budget import BudgetLadder
+
 
 def assess_remote(
     target_file: Path,
     attacks: list[str] | None,
-    budgets: str,
+    budgets: BudgetLadder,
     surrogate: str,
     seed: int,
     resume: bool,
@@ -23,11 +26,9 @@ def assess_remote(
     """Load and validate the target, run the campaign with a live progress bar, write the report."""
     from extractguard.attacks import ATTACKS
     from extractguard.errors import ConfigurationError
-    from extractguard.evaluate.budgets import parse_budgets
     from extractguard.oracle.target_config import load_target_config
     from extractguard.surrogates import check_surrogate
 
-    parse_budgets(budgets)  # usage errors, answered before the config is read
     check_surrogate(surrogate)
     names = [ATTACKS.canonical(n) for n in attacks] if attacks else None
     config = load_target_config(target_file)

@@ -29,7 +29,7 @@ def load_suspect(path: Path, sample: Any, n_classes: int | None, input_shape: tu
 
         cfg = load_target_config(path)
         t = RemoteTarget(cfg)
-        return t, {"kind": "http", "url": cfg.endpoint(), "protocol": cfg.protocol, "output": cfg.output,
+        return t, {"kind": "http", "url": cfg.endpoint(), "protocol": cfg.protocol, "output": str(cfg.output),
                    "target_config": path.name, "target_config_sha256": _sha256_file(path),
                    "authorization": {"owner": cfg.authorization.owner, "statement": cfg.authorization.statement}}
     from extractguard.oracle.loading import build_target, load_model_file

@@ -1,7 +1,7 @@
 """Measuring stolen copies: metrics, assessment runs over budget ladders, reports.
 
-Names load on first access (PEP 562): the CLI parses ``--budgets`` from here without importing
-torch or matplotlib.
+Names load on first access (PEP 562), so importing one light module (the gate, the results
+types) does not import torch or matplotlib.
 """
 
 from __future__ import annotations
@@ -11,14 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from extractguard.evaluate.assessment import DEFAULT_BUDGETS, Assessment, AttackRun, CurvePoint, run_assessment
-    from extractguard.evaluate.budgets import parse_budgets
     from extractguard.evaluate.defense_cost import DefenseCost, evaluate_defense, expected_calibration_error
     from extractguard.evaluate.metrics import ProbeSet, accuracy, fidelity, mean_kl, mean_l1
     from extractguard.evaluate.report import plot_curves, render_html, write_report
 
 _WHERE = {
     "DEFAULT_BUDGETS": "assessment", "Assessment": "assessment", "AttackRun": "assessment", "CurvePoint": "assessment",
-    "run_assessment": "assessment", "parse_budgets": "budgets", "ProbeSet": "metrics", "accuracy": "metrics",
+    "run_assessment": "assessment", "ProbeSet": "metrics", "accuracy": "metrics",
     "fidelity": "metrics", "mean_kl": "metrics", "mean_l1": "metrics", "plot_curves": "report",
     "render_html": "report", "write_report": "report", "DefenseCost": "defense_cost", "evaluate_defense": "defense_cost",
     "expected_calibration_error": "defense_cost",

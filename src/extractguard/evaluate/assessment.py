@@ -11,10 +11,9 @@ from typing import Any, Callable, Sequence
 from extractguard import __version__
 from extractguard.attacks import Attack, Checkpoint
 from extractguard.errors import ConfigurationError
-from extractguard.evaluate.budgets import parse_budgets  # noqa: F401  (re-exported: its home before budgets.py)
 from extractguard.evaluate.ladder import fit_scored
 from extractguard.evaluate.metrics import ProbeSet
-from extractguard.oracle import Oracle, OutputSpec
+from extractguard.oracle import BudgetLadder, Oracle, OutputSpec
 from extractguard.oracle.targets import Target
 
 DEFAULT_BUDGETS: tuple[int, ...] = (50, 100, 200, 500, 1000, 2000)
@@ -144,9 +143,9 @@ def curve_point(cp: Checkpoint, probe: ProbeSet, price_per_query: float) -> Curv
 def run_assessment(
     target: Target,
     attacks: Sequence[Attack],
-    budgets: Sequence[int],
+    ladder: BudgetLadder,
     probe: ProbeSet,
-    output: OutputSpec | str = "probabilities",
+    output: OutputSpec = OutputSpec(),
     price_per_query: float = 0.0,
     target_info: dict[str, Any] | None = None,
     seed: int = 0,
@@ -154,14 +153,12 @@ def run_assessment(
     oracle_factory: OracleFactory | None = None,
     on_point: Callable[[str, CurvePoint], None] | None = None,
 ) -> Assessment:
-    """Run every attack once with budget ``max(budgets)``, scoring a copy at each budget.
+    """Run every attack once with budget ``ladder.top``, scoring a copy at each budget.
 
     Each attack gets its own fresh :class:`Oracle`, so queries are counted per attack; the
     copies are scored on ``probe``, which no attack queries.  ``oracle_factory(attack, budget)``
     replaces the default local oracle (remote campaigns); ``on_point`` sees each scored checkpoint.
     """
-    ladder = parse_budgets(budgets)
-    spec = OutputSpec.parse(output) if isinstance(output, str) else output
     if not attacks:
         raise ConfigurationError("choose at least one attack")
     started = _dt.datetime.now(_dt.timezone.utc)
@@ -169,9 +166,9 @@ def run_assessment(
     runs: list[AttackRun] = []
     for attack in attacks:
         if oracle_factory is not None:
-            oracle = oracle_factory(attack, ladder[-1])
+            oracle = oracle_factory(attack, ladder.top)
         else:
-            oracle = Oracle(target, output=spec, budget=ladder[-1], price_per_query=price_per_query)
+            oracle = Oracle(target, output=output, budget=ladder.top, price_per_query=price_per_query)
         run = AttackRun(attack.name, attack.paper, attack.params())
 
         def score(cp: Checkpoint, run: AttackRun = run, name: str = attack.name) -> CurvePoint:
@@ -192,8 +189,8 @@ def run_assessment(
         runs.append(run)
     return Assessment(
         target=target_info or {"schema": target.schema.to_dict()},
-        output=str(spec),
-        budgets=ladder,
+        output=str(output),
+        budgets=list(ladder),
         probe_size=len(probe),
         victim_probe_accuracy=probe.victim_accuracy(),
         runs=runs,

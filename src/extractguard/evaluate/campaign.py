@@ -18,9 +18,9 @@ import numpy as np
 from extractguard.attacks import Attack, create_attack
 from extractguard.data.files import load_table
 from extractguard.errors import ConfigurationError
-from extractguard.evaluate.assessment import Assessment, CurvePoint, HonestAnswers, parse_budgets, run_assessment
+from extractguard.evaluate.assessment import Assessment, CurvePoint, HonestAnswers, run_assessment
 from extractguard.evaluate.metrics import ProbeSet, accuracy, fidelity, mean_l1
-from extractguard.oracle import Oracle
+from extractguard.oracle import BudgetLadder, Oracle
 from extractguard.oracle.answer import Answer
 from extractguard.oracle.remote import RemoteOracle, RemoteTarget, check_authorization
 from extractguard.oracle.target_config import TargetConfig
@@ -36,12 +36,9 @@ def attack_run_name(attack: str) -> str:
     return f"attack:{attack}"
 
 
-def campaign_budgets(config: TargetConfig, budgets: Sequence[int] | str) -> list[int]:
+def campaign_budgets(config: TargetConfig, ladder: BudgetLadder) -> BudgetLadder:
     """The budget ladder, capped at the target's ``budget`` (which then becomes the last step)."""
-    ladder = parse_budgets(budgets)
-    if config.budget is not None and ladder[-1] > config.budget:
-        ladder = [b for b in ladder if b < config.budget] + [config.budget]
-    return ladder
+    return ladder.capped(config.budget)
 
 
 class _DryRun(Exception):
@@ -78,7 +75,7 @@ def preflight(
 def run_campaign(
     config: TargetConfig,
     attacks: Sequence[str],
-    budgets: Sequence[int] | str,
+    budgets: BudgetLadder,
     *,
     seed: int = 0,
     surrogate: str = "auto",
@@ -122,9 +119,9 @@ def run_campaign(
         "url": config.endpoint(),
         "protocol": config.protocol,
         "model": config.model,
-        "output": config.output,
+        "output": str(config.output),
         "attacks": names,
-        "budgets": ladder,
+        "budgets": list(ladder),
         "seed": seed,
         "surrogate": surrogate,
         "max_rows_per_request": config.max_rows_per_request,

@@ -19,6 +19,7 @@ import numpy as np
 from extractguard.errors import ConfigurationError
 from extractguard.evaluate.assessment import Assessment, HonestAnswers, VariantSummary
 from extractguard.evaluate.campaign import run_campaign
+from extractguard.oracle.budget import BudgetLadder
 from extractguard.oracle.target_config import TargetConfig, Variant
 
 #: Called before each variant's campaign: ``(index, variant, variant_config)``.
@@ -50,7 +51,7 @@ def summarize_variant(variant: Variant, result: Assessment, reference: bool) -> 
 def run_variant_comparison(
     config: TargetConfig,
     attacks: Sequence[str],
-    budgets: Sequence[int] | str,
+    budgets: BudgetLadder,
     *,
     seed: int = 0,
     surrogate: str = "auto",

@@ -66,7 +66,7 @@ def watermark_point(record: Any, account: str, surrogate: Any, schema: Any, alph
     return WatermarkVerdict(float(verdict.p_value), bool(verdict.is_copy), int(len(rec.marked_X)))
 
 
-def fit_scored(attack: Any, oracle: Any, ladder: list[int], score: Callable[[Any], P],
+def fit_scored(attack: Any, oracle: Any, ladder: Sequence[int], score: Callable[[Any], P],
                prepare: Callable[[], None] | None = None,
                stop_on: tuple[type[BaseException], ...] = (ExtractGuardError,)) -> tuple[list[P], str | None, float, float]:
     """Run ``attack`` up the budget ladder, scoring each checkpoint's copy with ``score``.
@@ -92,7 +92,7 @@ def fit_scored(attack: Any, oracle: Any, ladder: list[int], score: Callable[[Any
     try:
         if prepare is not None:
             prepare()
-        attack.fit(oracle, budget=ladder[-1], checkpoints=ladder, callback=on_checkpoint)
+        attack.fit(oracle, budget=ladder[-1], checkpoints=list(ladder), callback=on_checkpoint)
     except stop_on as exc:
         error = str(exc)
     return (points, error, time.perf_counter() - wall - owner_side[0], time.process_time() - cpu - owner_side[1])

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from extractguard.errors import ConfigurationError, read_yaml
 from extractguard.gateway.config import AnswerPolicy
+from extractguard.oracle.budget import BudgetLadder
 
 
 class _Strict(BaseModel):
@@ -100,7 +101,7 @@ class MatrixConfig(_Strict):
 
     target: MatrixTarget
     attacks: list[str] = Field(min_length=1)
-    budgets: list[int] = Field(min_length=1)
+    budgets: BudgetLadder
     defenses: dict[str, DefenseVariant] = Field(min_length=1)
     honest: HonestTraffic = Field(default_factory=HonestTraffic)
     surrogate: str = "auto"
@@ -122,13 +123,6 @@ class MatrixConfig(_Strict):
         if len(set(names)) != len(names):
             raise ValueError("an attack is listed twice")
         return names
-
-    @field_validator("budgets")
-    @classmethod
-    def _budgets(cls, v: list[int]) -> list[int]:
-        if any(b <= 0 for b in v):
-            raise ValueError("budgets must be positive")
-        return sorted(set(v))
 
     @field_validator("defenses")
     @classmethod
@@ -244,8 +238,8 @@ def resolve_remote(cfg: Any, base: Path, source: str) -> Any:
             resolved = from_gateway(name, d, base, source)
             served = known[d.variant].output or tc.output
             if resolved.output != served:
-                raise ConfigurationError(f"{source}: defenses.{name}: variant {d.variant!r} reads {served!r} answers but "
-                                         f"tier {d.gateway.tier!r} serves {resolved.output!r}")
+                raise ConfigurationError(f"{source}: defenses.{name}: variant {d.variant!r} reads '{served}' answers but "
+                                         f"tier {d.gateway.tier!r} serves '{resolved.output}'")
             cfg.defenses[name] = resolved
     cfg.jobs = 1  # paid queries and rate limits: cells run one at a time
     return cfg

@@ -196,7 +196,7 @@ def run_remote_matrix(cfg: Any, workdir: Path, force: bool = False,
             # gateway's configuration was named (otherwise the chain is not visible from outside).
             spec = d.model_dump(mode="json", exclude_none=True, include={"variant", "gateway", "defenses", "watermark",
                                                                           "detection"} if d.gateway else {"variant"})
-            spec["output"] = subs[d.variant].output
+            spec["output"] = str(subs[d.variant].output)
             spec["description"] = d.description or variants[d.variant].description or ""
             defenses[name] = DefenseResult(spec=spec, honest=honest)
 
@@ -272,7 +272,7 @@ def _run_cell(cfg: Any, defense: str, variant: str, attack_name: str, sub: Any, 
         defense=defense,
         variant=variant,
         paper=attack.paper,
-        output=sub.output,
+        output=str(sub.output),
         error=error,
         points=points,
         queries=queries,

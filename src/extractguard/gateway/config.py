@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from extractguard.detect.policy import DetectionConfig
 from extractguard.errors import ConfigurationError, read_yaml
+from extractguard.oracle.answer import OutputSpec
 
 
 class _Strict(BaseModel):
@@ -84,26 +85,18 @@ class AnswerPolicy(_Strict):
     assessed offline is written, and validated, exactly as the tier that would serve it.
     """
 
-    output: str = Field("probabilities", description="probabilities, logits, rounded:N, top-K or label.")
+    output: OutputSpec = Field(OutputSpec(), description="probabilities, logits, rounded:N, top-K or label.")
     defenses: list[dict[str, Any]] = Field(default_factory=list, description="Defense chain, applied in order.")
     watermark: Optional[WatermarkConfig] = Field(None, description="Keyed answer watermark, e.g. {fraction: 0.005}.")
     detection: Optional[DetectionConfig] = Field(None, description="Extraction detection and graduated responses (docs/detection.md).")
 
-    @field_validator("output")
-    @classmethod
-    def _output(cls, v: str) -> str:
-        from extractguard.oracle.answer import OutputSpec
-
-        try:
-            OutputSpec.parse(v)
-        except ConfigurationError as exc:
-            raise ValueError(str(exc)) from None
-        return v
-
     @model_validator(mode="after")
     def _soft_mark_needs_scores(self) -> AnswerPolicy:
-        if self.watermark is not None and self.watermark.mark == "soft" and self.output in ("label", "top-1"):
-            raise ValueError(f"watermark mark 'soft' keeps the top label, so output {self.output!r} would hide it: "
+        out = self.output
+        if self.watermark is not None and self.watermark.mark == "soft" and (
+            out.kind == "label" or (out.kind == "top_k" and out.k == 1)
+        ):
+            raise ValueError(f"watermark mark 'soft' keeps the top label, so output '{out}' would hide it: "
                              "use mark: flip, or an output with scores")
         return self
 

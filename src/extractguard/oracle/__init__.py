@@ -1,6 +1,7 @@
 """Query access to a model: schemas, answers in every output mode, budgets and cost."""
 
 from extractguard.oracle.answer import Answer, OutputSpec, softmax
+from extractguard.oracle.budget import BudgetLadder
 from extractguard.oracle.oracle import MemoryTranscript, Oracle, OracleStats, Transcript
 from extractguard.oracle.pipeline import AnswerPipeline, AnswerWithheldError, Clock, OutputStage, PacedClock, Served, WallClock
 from extractguard.oracle.schema import InputSchema
@@ -17,6 +18,7 @@ __all__ = [
     "Answer",
     "AnswerPipeline",
     "AnswerWithheldError",
+    "BudgetLadder",
     "CallableTarget",
     "Clock",
     "InputSchema",

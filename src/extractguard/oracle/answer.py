@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -66,6 +66,35 @@ class OutputSpec:
         if self.kind == "rounded":
             return f"rounded:{self.decimals}"
         return self.kind
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:
+        """A pydantic field typed ``OutputSpec`` reads the text form once and writes it back canonical.
+
+        Configuration files (target.yaml, gateway.yaml, assess.yaml) hold ``output: top-3``; the
+        validated model holds an :class:`OutputSpec`, and dumps (reports, worker hand-offs) hold
+        ``str(spec)`` again.  pydantic is imported here, not at module level, so the oracle stays
+        light for callers that never validate a file.
+        """
+        from pydantic_core import core_schema
+
+        return core_schema.no_info_plain_validator_function(
+            _validate_output,
+            json_schema_input_schema=core_schema.str_schema(),
+            serialization=core_schema.plain_serializer_function_ser_schema(str, when_used="always"),
+        )
+
+
+def _validate_output(value: Any) -> OutputSpec:
+    """pydantic validator of an ``OutputSpec`` field: text is parsed, a spec passes as it is."""
+    if isinstance(value, OutputSpec):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"output must be text such as probabilities, logits, rounded:N, top-K or label, got {value!r}")
+    try:
+        return OutputSpec.parse(value)
+    except ConfigurationError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -76,11 +76,14 @@ class Oracle:
         gateway tier's :class:`~extractguard.serving.ServingPipeline`).  Kept private; only
         ``schema`` is public.
     output:
-        What each answer reveals (``OutputSpec`` or its text form, e.g. ``"top-3"``; default
-        ``probabilities``).  A pipeline has its own output mode: leave this out, or give the same.
+        What each answer reveals (an ``OutputSpec``: parse text such as ``"top-3"`` with
+        :meth:`OutputSpec.parse` where it enters, a command-line option or a configuration file;
+        default ``probabilities``).  A pipeline has its own output mode: leave this out, or give the same.
     budget:
         Maximum number of input rows the oracle will answer, or ``None`` for unlimited.  A batch
-        that would cross it is refused whole, before it reaches the model.
+        that would cross it is refused whole, before it reaches the model.  The oracle is the one
+        place queries are counted against a budget: attacks read :attr:`queries_used` and
+        :attr:`remaining` rather than keeping counts of their own.
     price_per_query:
         Price of one row, for cost accounting (e.g. a cloud API's per-prediction price).
     transcript:
@@ -95,7 +98,7 @@ class Oracle:
     def __init__(
         self,
         target: Target | AnswerPipeline,
-        output: OutputSpec | str | None = None,
+        output: OutputSpec | None = None,
         budget: int | None = None,
         price_per_query: float = 0.0,
         transcript: Transcript | None = None,
@@ -105,13 +108,14 @@ class Oracle:
     ) -> None:
         if budget is not None and budget < 0:
             raise BudgetExceededError(f"a budget must be >= 0 queries, got {budget}")
-        spec = OutputSpec.parse(output) if isinstance(output, str) else output
+        if output is not None and not isinstance(output, OutputSpec):
+            raise TypeError(f"output must be an OutputSpec (parse text with OutputSpec.parse), got {output!r}")
         if isinstance(target, AnswerPipeline):
-            if spec is not None and spec != target.output:
-                raise ConfigurationError(f"output {spec} differs from the pipeline's own output mode {target.output}")
+            if output is not None and output != target.output:
+                raise ConfigurationError(f"output {output} differs from the pipeline's own output mode {target.output}")
             self.__pipeline: AnswerPipeline = target
         else:
-            self.__pipeline = OutputStage(target, spec or OutputSpec("probabilities"))
+            self.__pipeline = OutputStage(target, output or OutputSpec())
         self.output = self.__pipeline.output
         self.account = account
         self.clock: Clock = clock or WallClock()
@@ -129,15 +133,25 @@ class Oracle:
 
     @property
     def queries_used(self) -> int:
+        """Rows answered so far (a row replayed from a transcript was paid, so it counts too)."""
         return self._queries
+
+    @property
+    def calls(self) -> int:
+        """Batches answered so far."""
+        return self._calls
 
     @property
     def remaining(self) -> int | None:
         """Rows left in the budget (``None`` when unlimited)."""
         return None if self.budget is None else self.budget - self._queries
 
-    def _admit(self, X: Any) -> np.ndarray:
-        """Validated rows of ``X``, or an error if they are malformed or would pass the budget."""
+    def admit(self, X: Any) -> np.ndarray:
+        """Validated rows of ``X``, or an error if they are malformed or would pass the budget.
+
+        Nothing is counted here: a refused batch costs nothing.  Subclasses that answer in their
+        own way (e.g. a remote oracle replaying a transcript) call this before anything is sent.
+        """
         rows = self.schema.validate(X, what="query batch")
         n = rows.shape[0]
         if self.budget is not None and self._queries + n > self.budget:
@@ -146,6 +160,18 @@ class Oracle:
                 f"({self.budget - self._queries} left)"
             )
         return rows
+
+    def charge(self, rows: int, seconds: float = 0.0) -> None:
+        """Count one answered batch of ``rows`` rows against the budget: the only place queries are counted.
+
+        Called once per batch that :meth:`admit` let through and that was answered, whether
+        the answer came from the model or from a transcript of rows already paid for.
+        """
+        if rows < 0 or (self.budget is not None and self._queries + rows > self.budget):
+            raise BudgetExceededError(f"cannot charge {rows} rows: {self._queries} of {self.budget} queries used")
+        self._queries += rows
+        self._calls += 1
+        self._seconds += seconds
 
     def stats(self) -> OracleStats:
         return OracleStats(
@@ -164,16 +190,16 @@ class Oracle:
         budget; in both cases nothing is sent and nothing is charged.  A batch whose answer the
         pipeline withholds (a suspended account) raises :class:`AnswerWithheldError`, uncharged.
         """
-        rows = self._admit(X)
+        rows = self.admit(X)
         n = rows.shape[0]
         t0 = time.perf_counter()
         served = self.__pipeline.answer(self.account, rows, self.clock.tick(n))
-        self._seconds += time.perf_counter() - t0
+        seconds = time.perf_counter() - t0
         if served.answer is None:
+            self._seconds += seconds  # the pipeline's time, but no answer: nothing is counted
             raise AnswerWithheldError(served.withheld or "the answer was withheld")
         answer = served.answer
-        self._queries += n
-        self._calls += 1
+        self.charge(n, seconds)
         if self.transcript is not None:
             self.transcript.record(rows, answer)
         return answer

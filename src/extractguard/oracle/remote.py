@@ -156,7 +156,7 @@ class RemoteTarget:
         check_authorization(config)
         self.config = config
         self.schema = config.input_schema
-        self.spec: OutputSpec = config.output_spec
+        self.spec: OutputSpec = config.output
         self.keys = config.api_keys()
         self.url = config.endpoint()
         self.stats = RemoteStats()
@@ -513,12 +513,13 @@ class RemoteOracle(Oracle):
         self.sent = 0
 
     def query(self, X: Any) -> Answer:
-        rows = self._admit(X)
+        rows = self.admit(X)
         n = rows.shape[0]
-        call = self._calls
+        call = self.calls
         parts = self.remote.split(rows)
         answers: list[Answer | None] = [None] * len(parts)
         missing: list[int] = []
+        seconds = 0.0
         for i, part in enumerate(parts):
             hit = self.store.lookup(self.run, call, i)
             if hit is None:
@@ -549,12 +550,11 @@ class RemoteOracle(Oracle):
             t0 = time.perf_counter()
             ids = [f"{self.campaign_id}:{self.run}:{call}:{i}" for i in missing]
             self.remote.fetch([parts[i] for i in missing], ids, on_answer)
-            self._seconds += time.perf_counter() - t0
+            seconds += time.perf_counter() - t0
             self.sent += to_send
         self.replayed += n - sum(parts[i].shape[0] for i in missing)
         answer = concat_answers([a for a in answers if a is not None])
-        self._queries += n
-        self._calls += 1
+        self.charge(n, seconds)  # replayed rows too: they were paid, and count once, here
         if self.on_query is not None:
             self.on_query(self, n)
         return answer

@@ -129,17 +129,7 @@ class Variant(_Strict):
     description: str | None = None
     keys: list[str] = Field(default_factory=list)
     key_env: list[str] = Field(default_factory=list)
-    output: str | None = Field(default=None, description="What this variant answers (default: the target's output).")
-
-    @field_validator("output")
-    @classmethod
-    def _output(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        try:
-            return str(OutputSpec.parse(v))
-        except ConfigurationError as exc:
-            raise ValueError(str(exc)) from None
+    output: OutputSpec | None = Field(default=None, description="What this variant answers (default: the target's output).")
 
     @model_validator(mode="after")
     def _check(self) -> Variant:
@@ -170,7 +160,7 @@ class TargetConfig(_Strict):
     max_backoff: float = Field(default=60.0, gt=0)
     max_retry_after: float = Field(default=300.0, gt=0, description="Longest Retry-After we wait out before stopping.")
     schema_: SchemaConfig = Field(alias="schema")
-    output: str = "probabilities"
+    output: OutputSpec = Field(default=OutputSpec(), description="probabilities, logits, rounded:N, top-K or label.")
     price_per_query: float = Field(default=0.0, ge=0)
     budget: int | None = Field(default=None, ge=1, description="Attack queries (rows) per attack.")
     spend_cap: float | None = Field(default=None, ge=0, description="Most money the whole campaign may spend.")
@@ -193,14 +183,6 @@ class TargetConfig(_Strict):
         if not (v.startswith("http://") or v.startswith("https://")):
             raise ValueError(f"must start with http:// or https://, got {v!r}")
         return v.rstrip("/")
-
-    @field_validator("output")
-    @classmethod
-    def _output(cls, v: str) -> str:
-        try:
-            return str(OutputSpec.parse(v))
-        except ConfigurationError as exc:
-            raise ValueError(str(exc)) from None
 
     @model_validator(mode="after")
     def _check(self) -> TargetConfig:
@@ -233,10 +215,6 @@ class TargetConfig(_Strict):
     def input_schema(self) -> InputSchema:
         return self.schema_.to_schema()
 
-    @property
-    def output_spec(self) -> OutputSpec:
-        return OutputSpec.parse(self.output)
-
     def path(self, value: str) -> Path:
         p = Path(value).expanduser()
         return p if p.is_absolute() else self._base_dir / p
@@ -267,7 +245,7 @@ class TargetConfig(_Strict):
             "url": self.endpoint(),
             "protocol": self.protocol,
             "model": self.model,
-            "output": self.output,
+            "output": str(self.output),
             "api_keys": len(self.keys) + len(self.key_env),
             "tls_verify": self.tls_verify,
             "concurrency": self.concurrency,

@@ -80,7 +80,7 @@ class AnswerPolicy(Protocol):
     """How a tier answers: the fields of a gateway tier (or an assessment defense) the pipeline reads."""
 
     @property
-    def output(self) -> Any: ...  # OutputSpec or its text form
+    def output(self) -> OutputSpec: ...
 
     @property
     def defenses(self) -> list[dict[str, Any]]: ...
@@ -141,14 +141,13 @@ class ServingPipeline(AnswerPipeline):
                     on_decision: DecisionSink | None = None) -> ServingPipeline:
         """Build a tier's pipeline from its configuration: fit the chain on ``owner_data``, key
         the watermark with ``master_key``."""
-        output = OutputSpec.parse(policy.output) if isinstance(policy.output, str) else policy.output
         chain = build_chain(policy.defenses).fit(target, owner_data)
         wm = None
         if policy.watermark is not None:
             if master_key is None:
                 raise ConfigurationError(f"tier {tier!r} has a watermark but no master key was given")
             wm = AnswerWatermark.from_config(master_key, policy.watermark, target.schema.low, target.schema.high)
-        return cls(target, output, tier=tier, chain=chain, rng=rng, watermark=wm, record=record, detection=detection,
+        return cls(target, policy.output, tier=tier, chain=chain, rng=rng, watermark=wm, record=record, detection=detection,
                    enforce=enforce, on_decision=on_decision)
 
     def admit(self, account: str, rows: int, token: str | None, limiter: Any) -> Withheld | None:

@@ -187,7 +187,7 @@ def own_copies(target: Target, X: np.ndarray, n_copies: int = 2, seed: int = 0) 
     out: list[Target] = []
     for i in range(n_copies):
         attack = create_attack("knockoff", pool=X, surrogate="auto", seed=seed + 101 + i)
-        attack.fit(Oracle(target, output="probabilities", budget=len(X)), len(X))
+        attack.fit(Oracle(target, budget=len(X)), len(X))
         out.append(CallableTarget(attack.surrogate_.predict_proba, target.schema))
     return out
 

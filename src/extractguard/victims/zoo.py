@@ -69,7 +69,7 @@ class Victim:
         return self.dataset.X[self.splits.test], self.dataset.y[self.splits.test]
 
     def oracle(
-        self, output: OutputSpec | str = "probabilities", budget: int | None = None, price_per_query: float = 0.0
+        self, output: OutputSpec = OutputSpec(), budget: int | None = None, price_per_query: float = 0.0
     ) -> Oracle:
         """Fresh budgeted query access to this victim."""
         return Oracle(self.target, output=output, budget=budget, price_per_query=price_per_query)
