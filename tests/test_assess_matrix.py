@@ -112,7 +112,13 @@ def test_honest_utility_per_defense(run: dict[str, Any]) -> None:
     assert d["label"]["honest"]["agreement"] == 1.0 and d["label"]["honest"]["mean_l1"] > 0.0
     # 10% of the watermark tier's answers carry a wrong keyed label: honest users pay for it.
     assert 0.75 < d["wm"]["honest"]["agreement"] < 1.0
-    assert d["det"]["honest"]["flagged"] in (True, False) and d["open"]["honest"]["flagged"] is None
+    # The honest account sends the 57 rows of its half of the held-out split: fewer than any
+    # detector's warm-up (PRADA tests from 100 queries, the window detectors from 200) and 'det'
+    # configures no rate baseline, so no signal is ever computed and it cannot be flagged.
+    honest_det = d["det"]["honest"]
+    assert honest_det["rows"] == 57 and honest_det["detection"]["enabled"]
+    assert honest_det["detection"]["max_level"] == 0.0 and honest_det["detection"]["signals"] == {}
+    assert honest_det["flagged"] is False and d["open"]["honest"]["flagged"] is None
     frontier = {p["defense"]: p for p in run["report"]["frontier"]}
     assert set(frontier) == set(GRID["defenses"])
     assert any(p["pareto"] for p in frontier.values())
