@@ -250,7 +250,8 @@ def test_target_without_authorization_is_refused(victim: Any, data_dir: Path, tm
         assert res.exit_code == 2
         lines = res.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error:") and "authorization" in lines[0]
-        assert res.stdout == "" and res.exception is None or isinstance(res.exception, SystemExit)
+        assert res.stdout == "", res.stdout
+        assert res.exception is None or isinstance(res.exception, SystemExit), res.exception
         assert srv.counts.requests == 0
         assert not (tmp_path / "t.sqlite").exists()
 
