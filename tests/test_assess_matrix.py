@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +77,10 @@ def test_json_has_every_cell_with_its_measurements(run: dict[str, Any]) -> None:
         assert all(0.0 <= p["fidelity"] <= 1.0 for p in c["points"])
         assert c["queries"] == 220
         assert c["cost"]["spend"] == pytest.approx(2.2)
-        assert 0 < c["cost"]["cpu_seconds"] < c["cost"]["cell_cpu_seconds"]
+        # The attacker's time is a part of the cell's (nested intervals of one monotonic clock);
+        # test_attacker_cost_excludes_owner_side_scoring checks the accounting on a fake clock.
+        assert 0 <= c["cost"]["cpu_seconds"] <= c["cost"]["cell_cpu_seconds"]
+        assert 0 <= c["cost"]["wall_seconds"] <= c["cost"]["cell_wall_seconds"]
     cells = {(c["attack"], c["defense"]): c for c in r["cells"]}
     # Knockoff on natural rows copies the open model well; random noise does not.
     assert cells["knockoff", "open"]["points"][-1]["fidelity"] > 0.85
@@ -233,6 +237,44 @@ def test_parallel_results_equal_serial(run: dict[str, Any], tmp_path: Path) -> N
     assert [c["defense"] for c in parallel["cells"]] == ["wm", "det"]
     assert _strip_timing(parallel["cells"]) == _strip_timing(serial)
     assert parallel["defenses"] == {k: run["report"]["defenses"][k] for k in ("wm", "det")}
+
+
+class _FakeClock:
+    """Stands in for ``time.perf_counter`` and ``time.process_time``: it moves only when a test
+    says how much work was done, so cost accounting is checked exactly, not against a real clock."""
+
+    def __init__(self) -> None:
+        self.wall = 0.0
+        self.cpu = 0.0
+
+    def spend(self, wall: float, cpu: float) -> None:
+        self.wall += wall
+        self.cpu += cpu
+
+
+def test_attacker_cost_excludes_owner_side_scoring(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from extractguard.evaluate.matrix import fit_scored
+
+    clock = _FakeClock()
+    monkeypatch.setattr(time, "perf_counter", lambda: clock.wall)
+    monkeypatch.setattr(time, "process_time", lambda: clock.cpu)
+
+    class Attack:
+        def fit(self, oracle: Any, budget: int, checkpoints: list[int], callback: Any) -> None:
+            for b in checkpoints:
+                clock.spend(2.0, 1.0)  # the attacker's own work up to this checkpoint
+                callback(SimpleNamespace(budget=b))
+            clock.spend(0.5, 0.25)
+
+    def score(cp: Any) -> dict[str, Any]:
+        clock.spend(10.0, 7.0)  # the owner scoring the copy on the probe: not the attacker's cost
+        return {"budget": cp.budget}
+
+    points, error, wall, cpu = fit_scored(Attack(), None, [30, 100, 220], score)
+    assert points == [{"budget": 30}, {"budget": 100}, {"budget": 220}] and error is None
+    assert (wall, cpu) == (pytest.approx(3 * 2.0 + 0.5), pytest.approx(3 * 1.0 + 0.25))
 
 
 def test_unit_parse_rule() -> None:
