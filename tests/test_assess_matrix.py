@@ -17,6 +17,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from checkout import ROOT
 from extractguard.cli import app
 from extractguard.errors import ConfigurationError
 from extractguard.evaluate.gate import evaluate_rules, parse_rule, parse_rules
@@ -365,8 +366,7 @@ def test_defense_taken_from_a_gateway_tier(tmp_path: Path) -> None:
 
 
 def test_shipped_example_config_is_valid() -> None:
-    root = Path(__file__).resolve().parents[1]
-    cfg = load_matrix_config(root / "examples" / "assess.yaml")
+    cfg = load_matrix_config(ROOT / "examples" / "assess.yaml")
     assert cfg.target.victim == "digits-mlp" and "open" in cfg.defenses and cfg.jobs == 2
     assert {"watermark", "detect"} <= set(cfg.defenses)
     rules = parse_rules(["fidelity > 0.8 at 1000 for defense=open", "detection_queries > 2000 for defense=detect",

@@ -32,10 +32,10 @@ import numpy as np
 import pytest
 import yaml
 
+from checkout import ROOT
 from extractguard.gateway import create_app, parse_config
 from gateway_helpers import UvicornThread, free_port, infer_body
 
-ROOT = Path(__file__).resolve().parents[1]
 PROM_DIR = ROOT / "monitoring" / "prometheus"
 RULES = PROM_DIR / "extractguard-rules.yml"
 RULE_TESTS = PROM_DIR / "extractguard-rules.test.yml"
