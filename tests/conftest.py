@@ -1,8 +1,11 @@
 """Shared test set-up: an isolated cache so tests never depend on (or pollute) the user's, and the
 fixtures several test files use (one definition each).
 
-Helper modules (``gateway_helpers``, ``gateway_procs``, ``servers``, ``browser``, ``checkout``)
-live beside this file and are imported by name: tests/ is on ``pythonpath`` (pyproject.toml).
+Layout: tests/<package>/ holds the tests of src/extractguard/<package>/ (a test that goes through
+several packages lives with the one whose behaviour it asserts: CLI tests under tests/cli/);
+tests/benchmarks/ smoke-tests the scripts in benchmarks/.  Helper modules (``gateway_helpers``,
+``gateway_procs``, ``servers``, ``browser``, ``checkout``) live beside this file and are imported
+by name: tests/ is on ``pythonpath`` (pyproject.toml).
 """
 
 from __future__ import annotations

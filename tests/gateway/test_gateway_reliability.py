@@ -311,7 +311,7 @@ def _tensor(**over: Any) -> bytes:
     return json.dumps({"inputs": [t]}).encode()
 
 
-# Bodies beyond tests/test_gateway.py::BAD_BODIES: structure, types, sizes, numbers, encodings.
+# Bodies beyond tests/gateway/test_gateway.py::BAD_BODIES: structure, types, sizes, numbers, encodings.
 FUZZ_BODIES: list[tuple[str, bytes, int]] = [
     ("empty body", b"", 400),
     ("json null", b"null", 400),
