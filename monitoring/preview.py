@@ -7,7 +7,7 @@ substitutes the template variables, sends every panel's PromQL to Prometheus' HT
 (``/api/v1/query`` or ``/api/v1/query_range``) from the browser and draws plain SVG (lines for
 time series, cells for heatmaps, bars, stat numbers, tables).  Each panel ends with
 ``data-state`` = ``ok`` | ``empty`` | ``error`` and a query failure is a ``console.error``, so a
-headless browser can check it (tests/test_monitoring.py).
+headless browser can check it (tests/gateway/test_monitoring.py).
 
 Usage (stdlib only)::
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from pathlib import Path
@@ -12,6 +11,7 @@ import numpy as np
 
 from extractguard.gateway import GatewayConfig, create_app, parse_config
 from extractguard.oracle.targets import Prediction, Target
+from gateway_procs import free_port  # noqa: F401  (one free-port finder; tests import it from here too)
 
 
 class CountingTarget:
@@ -56,12 +56,6 @@ def config(state_dir: Path, **overrides: Any) -> GatewayConfig:
 def infer_body(X: Any, datatype: str = "FP32") -> dict[str, Any]:
     arr = np.asarray(X, dtype=np.float64)
     return {"inputs": [{"name": "input", "shape": list(arr.shape), "datatype": datatype, "data": arr.reshape(-1).tolist()}]}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class UvicornThread:

@@ -6,7 +6,6 @@ Logs go to files (never to a pipe nobody reads: a full pipe would stall the serv
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
@@ -17,7 +16,7 @@ from typing import Any
 
 import httpx
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+from checkout import cli_env
 
 
 def free_port() -> int:
@@ -26,10 +25,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def cli_env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
 
 
 class RedisProcess:

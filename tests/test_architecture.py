@@ -18,7 +18,7 @@ from pathlib import Path
 
 import extractguard
 
-ROOT = Path(__file__).resolve().parents[1]
+from checkout import ROOT
 PACKAGE_DIR = Path(extractguard.__file__).resolve().parent
 
 

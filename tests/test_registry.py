@@ -16,7 +16,7 @@ from extractguard.detect import DETECTORS
 from extractguard.errors import ConfigurationError
 from extractguard.registry import DeprecatedNameWarning, Entry, Registry
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+from checkout import SRC
 
 
 @pytest.mark.parametrize("registry", [ATTACKS, DEFENSES, DETECTORS], ids=lambda r: r.kind)

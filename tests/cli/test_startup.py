@@ -29,7 +29,7 @@ except SystemExit as exc:
 print(json.dumps({{"code": code, "heavy": [m for m in {HEAVY!r} if m in sys.modules]}}))
 """
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+from checkout import SRC
 
 
 def run_wrapped(args: list[str], cwd: Path, code: str = WRAPPER) -> tuple[dict, str]:

@@ -15,15 +15,11 @@ from fastapi.testclient import TestClient
 from extractguard.errors import ConfigurationError
 from extractguard.gateway import load_config, parse_config, verify_file
 from extractguard.gateway.metrics import ALLOWED_LABELS
-from gateway_helpers import CountingTarget, infer_body, iris_target, make_app
+from checkout import ROOT, SRC
+from gateway_helpers import CountingTarget, infer_body, make_app
 
 URL = "/v2/models/iris/infer"
 ROWS = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]])
-
-
-@pytest.fixture(scope="module")
-def iris() -> object:
-    return iris_target()
 
 
 @pytest.fixture()
@@ -314,7 +310,7 @@ def test_config_errors_are_one_clear_line(tmp_path: Path) -> None:
 
 
 def test_shipped_example_config_is_valid() -> None:
-    cfg = load_config(Path(__file__).resolve().parents[1] / "examples" / "gateway.yaml")
+    cfg = load_config(ROOT / "examples" / "gateway.yaml")
     assert cfg.tiers and cfg.model.name
 
 
@@ -331,9 +327,8 @@ def test_admin_commands_do_not_load_the_model_code(tmp_path: Path) -> None:
     code = ("import sys; from typer.testing import CliRunner; from extractguard.cli import app; "
             "r = CliRunner().invoke(app, ['keys', 'create', '--account', 'a', '--tier', 'free', '--config', sys.argv[1]]); "
             "print(r.exit_code, 'torch' in sys.modules)")
-    src = str(Path(__file__).resolve().parents[1] / "src")
     out = subprocess.run([sys.executable, "-c", code, str(cfg)], capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "PYTHONPATH": src})
+                         env={**os.environ, "PYTHONPATH": str(SRC)})
     assert out.stdout.split()[-2:] == ["0", "False"], out.stdout + out.stderr
     with pytest.raises(ConfigurationError, match=r"tiers\.free\.defenses"):
         parse_config({"model": {"victim": "iris-logreg"}, "tiers": {"free": {"defenses": [{"temperature": 2}]}}},

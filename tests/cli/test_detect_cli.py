@@ -8,7 +8,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-import pytest
 from fastapi.testclient import TestClient
 
 from extractguard.gateway import create_app, parse_config
@@ -33,13 +32,6 @@ def run_cli(*args: str, cwd: Path) -> Result:
     finally:
         os.chdir(old)
     return Result(r.exit_code, r.stdout, r.stderr)
-
-
-@pytest.fixture(scope="module")
-def victim():  # type: ignore[no-untyped-def]
-    from extractguard.victims import build_victim
-
-    return build_victim("digits-logreg", seed=0)
 
 
 def traffic(victim) -> list[tuple[float, str, np.ndarray]]:  # type: ignore[no-untyped-def]

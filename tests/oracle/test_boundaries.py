@@ -25,6 +25,7 @@ from extractguard.gateway.config import AnswerPolicy, load_config
 from extractguard.oracle import BudgetLadder, Oracle, OutputSpec
 from extractguard.oracle.target_config import parse_target_config
 from extractguard.victims import build_victim
+from checkout import SRC
 
 AUTH = {"statement": "We own this model and authorise extraction tests.", "owner": "EG tests"}
 
@@ -127,7 +128,7 @@ def test_matrix_config_budgets_become_a_ladder_and_bad_ones_are_one_line() -> No
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    src = Path(__file__).resolve().parents[1] / "src"
+    src = SRC
     env = {**os.environ, "COLUMNS": "200", "PYTHONPATH": str(src) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     return subprocess.run([sys.executable, "-m", "extractguard", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)

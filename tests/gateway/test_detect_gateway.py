@@ -11,19 +11,13 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from checkout import ROOT
 from extractguard.detect.policy import POW_HEADER, solve
 from extractguard.errors import ConfigurationError
 from extractguard.gateway import create_app, parse_config, verify_file
 from gateway_helpers import infer_body
 
 URL = "/v2/models/digits/infer"
-
-
-@pytest.fixture(scope="module")
-def victim():  # type: ignore[no-untyped-def]
-    from extractguard.victims import build_victim
-
-    return build_victim("digits-logreg", seed=0)
 
 
 def gw_config(state_dir: Path, **tiers: dict[str, Any]):  # type: ignore[no-untyped-def]
@@ -144,7 +138,7 @@ def test_detection_config_errors_are_one_line(tmp_path: Path) -> None:
 def test_example_detection_config_loads() -> None:
     from extractguard.gateway import load_config
 
-    cfg = load_config(Path(__file__).resolve().parents[1] / "examples" / "detection-gateway.yaml")
+    cfg = load_config(ROOT / "examples" / "detection-gateway.yaml")
     dc = cfg.tiers["standard"].detection
     assert dc is not None and dc.baseline_rows_per_hour == 600 and dc.action_for(5.0) == "challenge"
     assert cfg.detect_path.name == "detect.db"

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,24 +24,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from extractguard.gateway.openapi import PUBLIC_PATHS, REQUEST_ID_HEADER
-from gateway_helpers import CountingTarget, UvicornThread, infer_body, iris_target, make_app
-from gateway_procs import GatewayProcess, RedisProcess, audit_request_ids, cli_env, create_key
+from gateway_helpers import CountingTarget, UvicornThread, infer_body, make_app
+from gateway_procs import GatewayProcess, audit_request_ids, cli_env, create_key
 
 URL = "/v2/models/iris/infer"
 ROW = [[5.1, 3.5, 1.4, 0.2]]
-
-
-@pytest.fixture(scope="module")
-def iris():  # type: ignore[no-untyped-def]
-    return iris_target()
-
-
-@pytest.fixture()
-def redis_proc() -> Iterator[RedisProcess]:
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed (apt-get install -y redis-server)")
-    with RedisProcess() as r:
-        yield r
 
 
 def _wait_for(condition: Callable[[], bool], what: str, tries: int = 3000) -> None:
@@ -325,7 +311,7 @@ def _tensor(**over: Any) -> bytes:
     return json.dumps({"inputs": [t]}).encode()
 
 
-# Bodies beyond tests/test_gateway.py::BAD_BODIES: structure, types, sizes, numbers, encodings.
+# Bodies beyond tests/gateway/test_gateway.py::BAD_BODIES: structure, types, sizes, numbers, encodings.
 FUZZ_BODIES: list[tuple[str, bytes, int]] = [
     ("empty body", b"", 400),
     ("json null", b"null", 400),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from checkout import ROOT
 from extractguard.cli import app
 from extractguard.errors import ConfigurationError
 from extractguard.evaluate.gate import evaluate_rules, parse_rule, parse_rules
@@ -76,7 +78,10 @@ def test_json_has_every_cell_with_its_measurements(run: dict[str, Any]) -> None:
         assert all(0.0 <= p["fidelity"] <= 1.0 for p in c["points"])
         assert c["queries"] == 220
         assert c["cost"]["spend"] == pytest.approx(2.2)
-        assert 0 < c["cost"]["cpu_seconds"] < c["cost"]["cell_cpu_seconds"]
+        # The attacker's time is a part of the cell's (nested intervals of one monotonic clock);
+        # test_attacker_cost_excludes_owner_side_scoring checks the accounting on a fake clock.
+        assert 0 <= c["cost"]["cpu_seconds"] <= c["cost"]["cell_cpu_seconds"]
+        assert 0 <= c["cost"]["wall_seconds"] <= c["cost"]["cell_wall_seconds"]
     cells = {(c["attack"], c["defense"]): c for c in r["cells"]}
     # Knockoff on natural rows copies the open model well; random noise does not.
     assert cells["knockoff", "open"]["points"][-1]["fidelity"] > 0.85
@@ -112,7 +117,13 @@ def test_honest_utility_per_defense(run: dict[str, Any]) -> None:
     assert d["label"]["honest"]["agreement"] == 1.0 and d["label"]["honest"]["mean_l1"] > 0.0
     # 10% of the watermark tier's answers carry a wrong keyed label: honest users pay for it.
     assert 0.75 < d["wm"]["honest"]["agreement"] < 1.0
-    assert d["det"]["honest"]["flagged"] in (True, False) and d["open"]["honest"]["flagged"] is None
+    # The honest account sends the 57 rows of its half of the held-out split: fewer than any
+    # detector's warm-up (PRADA tests from 100 queries, the window detectors from 200) and 'det'
+    # configures no rate baseline, so no signal is ever computed and it cannot be flagged.
+    honest_det = d["det"]["honest"]
+    assert honest_det["rows"] == 57 and honest_det["detection"]["enabled"]
+    assert honest_det["detection"]["max_level"] == 0.0 and honest_det["detection"]["signals"] == {}
+    assert honest_det["flagged"] is False and d["open"]["honest"]["flagged"] is None
     frontier = {p["defense"]: p for p in run["report"]["frontier"]}
     assert set(frontier) == set(GRID["defenses"])
     assert any(p["pareto"] for p in frontier.values())
@@ -229,6 +240,44 @@ def test_parallel_results_equal_serial(run: dict[str, Any], tmp_path: Path) -> N
     assert parallel["defenses"] == {k: run["report"]["defenses"][k] for k in ("wm", "det")}
 
 
+class _FakeClock:
+    """Stands in for ``time.perf_counter`` and ``time.process_time``: it moves only when a test
+    says how much work was done, so cost accounting is checked exactly, not against a real clock."""
+
+    def __init__(self) -> None:
+        self.wall = 0.0
+        self.cpu = 0.0
+
+    def spend(self, wall: float, cpu: float) -> None:
+        self.wall += wall
+        self.cpu += cpu
+
+
+def test_attacker_cost_excludes_owner_side_scoring(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from extractguard.evaluate.ladder import fit_scored
+
+    clock = _FakeClock()
+    monkeypatch.setattr(time, "perf_counter", lambda: clock.wall)
+    monkeypatch.setattr(time, "process_time", lambda: clock.cpu)
+
+    class Attack:
+        def fit(self, oracle: Any, budget: int, checkpoints: list[int], callback: Any) -> None:
+            for b in checkpoints:
+                clock.spend(2.0, 1.0)  # the attacker's own work up to this checkpoint
+                callback(SimpleNamespace(budget=b))
+            clock.spend(0.5, 0.25)
+
+    def score(cp: Any) -> dict[str, Any]:
+        clock.spend(10.0, 7.0)  # the owner scoring the copy on the probe: not the attacker's cost
+        return {"budget": cp.budget}
+
+    points, error, wall, cpu = fit_scored(Attack(), None, [30, 100, 220], score)
+    assert points == [{"budget": 30}, {"budget": 100}, {"budget": 220}] and error is None
+    assert (wall, cpu) == (pytest.approx(3 * 2.0 + 0.5), pytest.approx(3 * 1.0 + 0.25))
+
+
 def test_unit_parse_rule() -> None:
     r = parse_rule("fidelity > 0.8 at 10_000 for attack=Knockoff defense=open")
     assert (r.metric, r.op, r.threshold, r.budget, r.scope) == ("fidelity", ">", 0.8, 10000, {"attack": "knockoff", "defense": "open"})
@@ -317,8 +366,7 @@ def test_defense_taken_from_a_gateway_tier(tmp_path: Path) -> None:
 
 
 def test_shipped_example_config_is_valid() -> None:
-    root = Path(__file__).resolve().parents[1]
-    cfg = load_matrix_config(root / "examples" / "assess.yaml")
+    cfg = load_matrix_config(ROOT / "examples" / "assess.yaml")
     assert cfg.target.victim == "digits-mlp" and "open" in cfg.defenses and cfg.jobs == 2
     assert {"watermark", "detect"} <= set(cfg.defenses)
     rules = parse_rules(["fidelity > 0.8 at 1000 for defense=open", "detection_queries > 2000 for defense=detect",

@@ -32,10 +32,10 @@ import numpy as np
 import pytest
 import yaml
 
+from checkout import ROOT
 from extractguard.gateway import create_app, parse_config
 from gateway_helpers import UvicornThread, free_port, infer_body
 
-ROOT = Path(__file__).resolve().parents[1]
 PROM_DIR = ROOT / "monitoring" / "prometheus"
 RULES = PROM_DIR / "extractguard-rules.yml"
 RULE_TESTS = PROM_DIR / "extractguard-rules.test.yml"
@@ -303,11 +303,10 @@ def prometheus(gateway: Traffic, tmp_path_factory: pytest.TempPathFactory) -> It
             time.sleep(0.1)
         prom.wait_for('up{job="extractguard"} == 1', "the gateway scraped")
         gateway.late = True
-        for _ in range(3):  # traffic while Prometheus scrapes, so rates are not all zero
-            time.sleep(1.5)
+        for i in range(3):  # each round lands in its own scrape, so rates and increases are not all zero
             gateway.round()
-        total = sum(s.value for s in exported(gateway.url)["extractguard_account_rows_total"])
-        prom.wait_for(f"sum(extractguard_account_rows_total) == {total}", "the last round scraped")
+            total = sum(s.value for s in exported(gateway.url)["extractguard_account_rows_total"])
+            prom.wait_for(f"sum(extractguard_account_rows_total) == {total}", f"late round {i + 1} scraped")
         yield prom
     finally:
         proc.terminate()

@@ -18,7 +18,6 @@ import pytest
 import yaml
 
 from extractguard.gateway import create_app, parse_config
-from extractguard.victims import build_victim
 
 from gateway_helpers import UvicornThread
 
@@ -31,9 +30,8 @@ TIERS = {
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def gateway(tmp_path_factory: pytest.TempPathFactory, victim):  # type: ignore[no-untyped-def]
     state = tmp_path_factory.mktemp("gw")
-    victim = build_victim("digits-logreg", seed=0)
     config = parse_config({
         "model": {"name": "digits", "victim": "digits-logreg"},
         "state_dir": str(state), "storage": "memory://", "tiers": TIERS, "seed": 0,

@@ -6,14 +6,12 @@ the held-out probe split, which no attack queries.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from checkout import run_cli
 from extractguard.attacks import (
     ATTACKS,
     EquationSolving,
@@ -97,14 +95,13 @@ def test_equation_solving_rounded_error_falls_with_queries() -> None:
     assert errors[4] < errors[2] < 0.05
 
 
-def test_equation_solving_recovers_digits_logreg_from_rounded_answers() -> None:
+def test_equation_solving_recovers_digits_logreg_from_rounded_answers(victim) -> None:  # type: ignore[no-untyped-def]
     """10 classes, 64 features, a confident victim: most random answers round to one-hot.
 
     The boundary search + weighted log-ratio least squares recovers it within 2000 queries
     (about 31(d+1)), data-free, and the error falls with the queries and the digits.  (The
     earlier random-cloud design stayed at fidelity 0.17-0.37 and max error 1.0 here.)
     """
-    victim = build_victim("digits-logreg", seed=0)
     errors = {}
     for digits in (3, 4):
         oracle = victim.oracle(OutputSpec.parse(f"rounded:{digits}"), budget=2000)
@@ -311,13 +308,6 @@ def test_assessment_reports_real_query_counts() -> None:
 
 
 # -- from the command line ------------------------------------------------------------------------------
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    src = str(Path(__file__).resolve().parents[1] / "src")
-    env = {**os.environ, "COLUMNS": "120", "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.run([sys.executable, "-m", "extractguard", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
-
-
 def test_cli_assess_reaches_the_attack_and_reports_its_error_in_one_line(tmp_path: Path) -> None:
     # The CLI builds attacks from the registry; the refusal comes from lowd-meek itself.
     bad = run_cli("assess", "--victim", "iris-logreg", "--attack", "lowd-meek", "--output", "label",

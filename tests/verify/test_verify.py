@@ -40,13 +40,12 @@ MASTER = bytes(range(32))
 
 
 @pytest.fixture(scope="module")
-def stolen(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def stolen(tmp_path_factory: pytest.TempPathFactory, victim: Any) -> dict[str, Any]:
     """digits-logreg behind a 2 % cell watermark; an attacker spends 2,500 queries on a noise-augmented
     pool and trains its copy to convergence; independent models learn the task from true labels."""
     from extractguard.attacks import create_attack
-    from extractguard.victims import build_victim
 
-    v = build_victim("digits-logreg", seed=0)
+    v = victim
     rng = np.random.default_rng(0)
     pool = v.pool()
     aug = np.clip(np.repeat(pool, 5, 0) + rng.normal(0, 1.0, size=(5 * len(pool), 64)), 0, 16)
@@ -303,16 +302,15 @@ def test_cli_verify_errors_are_one_line(tmp_path: Path) -> None:
     assert r.exit_code == 2 and "not found" in r.output
 
 
-def test_end_to_end_through_the_gateway(tmp_path: Path) -> None:
+def test_end_to_end_through_the_gateway(tmp_path: Path, victim: Any) -> None:
     """Attacker queries a watermarking gateway over its HTTP API; the owner proves the copy from the
     gateway's own record (read back through the config), and an honest account's record does not match."""
     from fastapi.testclient import TestClient
 
     from extractguard.gateway import create_app, parse_config
-    from extractguard.victims import build_victim
     from extractguard.watermark import WatermarkRecord
 
-    v = build_victim("digits-logreg", seed=0)
+    v = victim
     cfg = parse_config({"model": {"name": "digits", "victim": "digits-logreg"}, "state_dir": str(tmp_path),
                         "storage": "memory://", "seed": 0,
                         "tiers": {"std": {"output": "probabilities", "watermark": {"fraction": 0.03, "cell_width": 0.3, "projections": 8}}}})

@@ -7,7 +7,9 @@ import json
 import sys
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "detection.py"
+from checkout import ROOT
+
+BENCH = ROOT / "benchmarks" / "detection.py"
 
 
 def test_detection_benchmark_runs_end_to_end(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]

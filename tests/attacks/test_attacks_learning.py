@@ -41,13 +41,8 @@ FAST: dict[str, dict] = {
 
 
 @pytest.fixture(scope="module")
-def digits():
-    return build_victim("digits-logreg", seed=0)
-
-
-@pytest.fixture(scope="module")
-def probe(digits):
-    return ProbeSet.from_target(digits.target, *digits.probe())
+def probe(victim):
+    return ProbeSet.from_target(victim.target, *victim.probe())
 
 
 def queried(attack) -> np.ndarray:
@@ -55,14 +50,14 @@ def queried(attack) -> np.ndarray:
 
 
 # -- registry and parameter errors ------------------------------------------------------------
-def test_registry_has_every_learning_attack(digits) -> None:
+def test_registry_has_every_learning_attack(victim) -> None:
     for name in (*LEARNING, "activethief"):
         assert name in ATTACKS
-        attack = create_attack(name, pool=digits.pool(), surrogate="linear")
+        attack = create_attack(name, pool=victim.pool(), surrogate="linear")
         assert attack.name == name and attack.paper
-    assert create_attack("activethief", pool=digits.pool(), strategy="kcenter").strategy == "kcenter"
+    assert create_attack("activethief", pool=victim.pool(), strategy="kcenter").strategy == "kcenter"
     # the per-strategy names pin the strategy
-    assert create_attack("activethief-dfal", pool=digits.pool(), strategy="entropy").strategy == "dfal"
+    assert create_attack("activethief-dfal", pool=victim.pool(), strategy="entropy").strategy == "dfal"
     with pytest.raises(ConfigurationError, match="needs attacker data"):
         create_attack("jbda")
 
@@ -79,18 +74,18 @@ def test_registry_has_every_learning_attack(digits) -> None:
         ("jbda", {"tau": 0}, "tau"),
     ],
 )
-def test_bad_parameters_are_one_line_errors(digits, name, params, message) -> None:
+def test_bad_parameters_are_one_line_errors(victim, name, params, message) -> None:
     with pytest.raises(ConfigurationError, match=message):
-        create_attack(name, pool=digits.pool(), **params)
+        create_attack(name, pool=victim.pool(), **params)
 
 
-def test_bad_round_sizes_and_pool_labels_fail_at_fit(digits) -> None:
+def test_bad_round_sizes_and_pool_labels_fail_at_fit(victim) -> None:
     with pytest.raises(ConfigurationError, match="fractional round size"):
-        ActiveThief(digits.pool(), initial=1.5, surrogate="linear").fit(digits.oracle(budget=50))
+        ActiveThief(victim.pool(), initial=1.5, surrogate="linear").fit(victim.oracle(budget=50))
     with pytest.raises(ConfigurationError, match="pool_labels has 3 entries"):
-        KnockoffAdaptive(digits.pool(), pool_labels=np.array([0, 1, 2]), surrogate="linear").fit(digits.oracle(budget=50))
+        KnockoffAdaptive(victim.pool(), pool_labels=np.array([0, 1, 2]), surrogate="linear").fit(victim.oracle(budget=50))
     with pytest.raises(ExtractGuardError):  # rows of the wrong width are rejected by the schema
-        JacobianAugmentation(np.zeros((10, 3)), surrogate="linear").fit(digits.oracle(budget=50))
+        JacobianAugmentation(np.zeros((10, 3)), surrogate="linear").fit(victim.oracle(budget=50))
 
 
 def test_reward_parsing() -> None:
@@ -103,11 +98,11 @@ def test_reward_parsing() -> None:
 # -- all output modes, and the budget contract in each --------------------------------------
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("name", (*LEARNING, "knockoff"))
-def test_pool_attacks_work_in_every_output_mode(digits, probe, name, mode) -> None:
+def test_pool_attacks_work_in_every_output_mode(victim, probe, name, mode) -> None:
     """Each attack copies a 10-class victim well above chance (0.1) whatever the API reveals,
     and every row it sends (seed, augmented, selected) counts against the budget."""
-    oracle = digits.oracle(OutputSpec.parse(mode), budget=100)
-    attack = create_attack(name, pool=digits.pool(), surrogate="linear", seed=0, batch_size=40, **FAST.get(name, {}))
+    oracle = victim.oracle(OutputSpec.parse(mode), budget=100)
+    attack = create_attack(name, pool=victim.pool(), surrogate="linear", seed=0, batch_size=40, **FAST.get(name, {}))
     attack.fit(oracle)
     assert oracle.queries_used == attack.queries_ == 100 == len(queried(attack))
     X = queried(attack)
@@ -126,12 +121,12 @@ def test_random_queries_work_in_every_output_mode(mode) -> None:
 
 
 # -- Knockoff adaptive -------------------------------------------------------------------------
-def test_knockoff_adaptive_learns_to_prefer_on_task_arms(digits) -> None:
+def test_knockoff_adaptive_learns_to_prefer_on_task_arms(victim) -> None:
     """With source tags as arms, the bandit spends well over the pool's on-task share on natural rows."""
-    pool, source = structured_pool(digits.pool(), digits.schema, 3.0, seed=0)
+    pool, source = structured_pool(victim.pool(), victim.schema, 3.0, seed=0)
     base_share = float(np.mean(source == "natural"))  # 0.25
     attack = KnockoffAdaptive(pool, pool_labels=source, reward="certainty+diversity", surrogate="linear", seed=0)
-    attack.fit(digits.oracle(budget=300))
+    attack.fit(victim.oracle(budget=300))
     assert attack.arm_pulls_.sum() == 300 and len(attack.preferences_) == len(set(source))
     natural = {r.tobytes() for r in pool[source == "natural"]}
     late = queried(attack)[150:]  # after the policy had time to learn
@@ -142,18 +137,18 @@ def test_knockoff_adaptive_learns_to_prefer_on_task_arms(digits) -> None:
     assert abs(attack.policy().sum() - 1.0) < 1e-9
 
 
-def test_knockoff_adaptive_never_repeats_a_row_and_masks_exhausted_arms(digits) -> None:
-    pool = digits.pool()[:90]
+def test_knockoff_adaptive_never_repeats_a_row_and_masks_exhausted_arms(victim) -> None:
+    pool = victim.pool()[:90]
     attack = KnockoffAdaptive(pool, n_arms=5, surrogate="linear", seed=3, retrain_every=30)
-    attack.fit(digits.oracle(budget=200), checkpoints=[50, 200])
+    attack.fit(victim.oracle(budget=200), checkpoints=[50, 200])
     assert [c.queries for c in attack.checkpoints_] == [50, 90]
     assert len(np.unique(queried(attack), axis=0)) == len(np.unique(pool, axis=0))
     assert attack.policy().sum() == 0  # every arm exhausted
 
 
-def test_knockoff_adaptive_is_deterministic(digits, probe) -> None:
-    runs = [KnockoffAdaptive(digits.pool(), n_arms=6, surrogate="linear", seed=5, retrain_every=30)
-            .fit(digits.oracle(budget=60)) for _ in range(2)]
+def test_knockoff_adaptive_is_deterministic(victim, probe) -> None:
+    runs = [KnockoffAdaptive(victim.pool(), n_arms=6, surrogate="linear", seed=5, retrain_every=30)
+            .fit(victim.oracle(budget=60)) for _ in range(2)]
     assert np.array_equal(queried(runs[0]), queried(runs[1]))
     assert probe.score(runs[0].surrogate_) == probe.score(runs[1].surrogate_)
 
@@ -169,20 +164,20 @@ def test_entropy_and_kcenter_helpers() -> None:
     assert kcenter_greedy(cand, centers=np.empty((0, 2)), k=10).shape == (4,)
 
 
-def test_activethief_rounds_and_no_repeats(digits) -> None:
-    attack = ActiveThief(digits.pool(), strategy="kcenter", initial=40, per_round=30, surrogate="linear", seed=0)
-    attack.fit(digits.oracle(budget=160), checkpoints=[70, 160])
+def test_activethief_rounds_and_no_repeats(victim) -> None:
+    attack = ActiveThief(victim.pool(), strategy="kcenter", initial=40, per_round=30, surrogate="linear", seed=0)
+    attack.fit(victim.oracle(budget=160), checkpoints=[70, 160])
     assert attack.rounds_ == 1 + 4  # 40 + 30*4 = 160
     assert [c.queries for c in attack.checkpoints_] == [70, 160]
     X = queried(attack)
     assert len(np.unique(X, axis=0)) == len(X) == 160
 
 
-def test_warm_start_continues_the_same_network(digits) -> None:
+def test_warm_start_continues_the_same_network(victim) -> None:
     """A warm fit keeps the network (and its input scaling) and trains it further."""
-    X = np.asarray(digits.pool()[:120], dtype=np.float64)
-    y = digits.oracle().query(X).soft_labels()
-    student = make_surrogate("mlp", digits.schema, seed=0)
+    X = np.asarray(victim.pool()[:120], dtype=np.float64)
+    y = victim.oracle().query(X).soft_labels()
+    student = make_surrogate("mlp", victim.schema, seed=0)
     student.warm_start = True
     student.fit(X[:60], y[:60], n_steps=30)
     first, scale = student.module_, student.module_[0].mean.clone()
@@ -191,41 +186,41 @@ def test_warm_start_continues_the_same_network(digits) -> None:
     assert student.module_ is first and torch.equal(student.module_[0].mean, scale)
     assert student.n_fits_ == 2 and student.n_steps_ == 30
     assert not np.allclose(before, student.predict_proba(X[60:]))
-    cold = make_surrogate("mlp", digits.schema, seed=0).fit(X[:60], y[:60], n_steps=30)
+    cold = make_surrogate("mlp", victim.schema, seed=0).fit(X[:60], y[:60], n_steps=30)
     cold.fit(X, y, n_steps=30)
     assert cold.n_fits_ == 1  # warm_start=False: every fit starts over
     with pytest.raises(ConfigurationError, match="n_steps"):
         cold.fit(X, y, n_steps=0)
 
 
-def test_incremental_activethief_spends_one_fit_over_its_rounds(digits, probe) -> None:
+def test_incremental_activethief_spends_one_fit_over_its_rounds(victim, probe) -> None:
     """The grown student takes train_fraction of one from-scratch fit in all, not one per round,
     and each checkpoint's copy is a snapshot that later rounds do not change."""
-    attack = ActiveThief(digits.pool(), strategy="kcenter", initial=40, per_round=40, surrogate="mlp", seed=0)
-    attack.fit(digits.oracle(budget=200), checkpoints=[80, 200])
+    attack = ActiveThief(victim.pool(), strategy="kcenter", initial=40, per_round=40, surrogate="mlp", seed=0)
+    attack.fit(victim.oracle(budget=200), checkpoints=[80, 200])
     assert attack.rounds_ == 5
     # default: the epoch schedule for 200 rows (80 steps) raised to the grown floor of 150,
     # split 30 steps per round of 40 rows
-    assert attack.train_steps_ == 150 < make_surrogate("mlp", digits.schema).schedule_steps(200)
+    assert attack.train_steps_ == 150 < make_surrogate("mlp", victim.schema).schedule_steps(200)
     first, last = attack.checkpoints_[0].surrogate, attack.checkpoints_[1].surrogate
     assert first is not last and last.n_fits_ == attack.rounds_
     # the early copy was topped up (one more warm fit) to a full run's 150 steps for its 80 rows
     assert first.n_fits_ == 3 and first.n_steps_ == 150 - 2 * 30
     assert probe.score(first)["fidelity"] > 0.8
     assert probe.score(last)["fidelity"] > 0.85
-    fresh = ActiveThief(digits.pool(), strategy="kcenter", initial=40, per_round=40, surrogate="mlp",
-                        incremental=False, seed=0).fit(digits.oracle(budget=200))
+    fresh = ActiveThief(victim.pool(), strategy="kcenter", initial=40, per_round=40, surrogate="mlp",
+                        incremental=False, seed=0).fit(victim.oracle(budget=200))
     assert fresh.surrogate_.n_fits_ == 1 and fresh.train_steps_ == 0
 
 
-def test_activethief_entropy_picks_uncertain_rows(digits) -> None:
+def test_activethief_entropy_picks_uncertain_rows(victim) -> None:
     """Rows chosen after the seed round are less certain (for the student) than random pool rows."""
-    attack = ActiveThief(digits.pool(), strategy="entropy", initial=60, per_round=60, surrogate="linear", seed=0)
-    attack.fit(digits.oracle(budget=120))
+    attack = ActiveThief(victim.pool(), strategy="entropy", initial=60, per_round=60, surrogate="linear", seed=0)
+    attack.fit(victim.oracle(budget=120))
     X = queried(attack)
-    student = make_surrogate("linear", digits.schema, seed=0).fit(X[:60], np.concatenate(attack._Y)[:60])
+    student = make_surrogate("linear", victim.schema, seed=0).fit(X[:60], np.concatenate(attack._Y)[:60])
     chosen = entropy_scores(student.predict_proba(X[60:])).mean()
-    others = entropy_scores(student.predict_proba(digits.pool())).mean()
+    others = entropy_scores(student.predict_proba(victim.pool())).mean()
     assert chosen > others
 
 
@@ -252,14 +247,14 @@ def test_deepfool_distance_is_the_distance_to_a_linear_boundary() -> None:
     assert np.isinf(far[0])
 
 
-def test_dfal_queries_rows_nearer_the_boundary_than_random(digits) -> None:
-    attack = ActiveThiefDFAL(digits.pool(), initial=60, per_round=60, max_candidates=300, surrogate="linear", seed=0)
-    attack.fit(digits.oracle(budget=120))
+def test_dfal_queries_rows_nearer_the_boundary_than_random(victim) -> None:
+    attack = ActiveThiefDFAL(victim.pool(), initial=60, per_round=60, max_candidates=300, surrogate="linear", seed=0)
+    attack.fit(victim.oracle(budget=120))
     X = queried(attack)
-    student = make_surrogate("linear", digits.schema, seed=0).fit(X[:60], np.concatenate(attack._Y)[:60])
-    low, high = np.asarray(digits.schema.low), np.asarray(digits.schema.high)
+    student = make_surrogate("linear", victim.schema, seed=0).fit(X[:60], np.concatenate(attack._Y)[:60])
+    low, high = np.asarray(victim.schema.low), np.asarray(victim.schema.high)
     rng = np.random.default_rng(0)
-    others = digits.pool()[rng.choice(len(digits.pool()), 60, replace=False)]
+    others = victim.pool()[rng.choice(len(victim.pool()), 60, replace=False)]
     chosen_d = deepfool_distances(student, X[60:], low, high)
     other_d = deepfool_distances(student, others, low, high)
     assert np.median(chosen_d) < np.median(other_d)
@@ -274,10 +269,10 @@ def test_class_gradient_of_a_linear_softmax() -> None:
     assert np.allclose(g, [[0.25, -0.5]], atol=1e-6)
 
 
-def test_jbda_augments_from_the_seed_set_with_lambda_steps(digits) -> None:
-    pool = digits.pool().astype(np.float64)  # queries travel as float64 rows
+def test_jbda_augments_from_the_seed_set_with_lambda_steps(victim) -> None:
+    pool = victim.pool().astype(np.float64)  # queries travel as float64 rows
     attack = JacobianAugmentation(pool, seed_size=30, per_round=30, lam=0.1, tau=1, surrogate="linear", seed=0)
-    attack.fit(digits.oracle(budget=120))
+    attack.fit(victim.oracle(budget=120))
     X = queried(attack)
     assert attack.rounds_ == 3 and X.shape == (120, 64)
     pool_rows = {r.tobytes() for r in pool}
@@ -312,10 +307,10 @@ def test_select_surrogate_picks_the_family_that_fits_the_transcript() -> None:
         select_surrogate(X, oblique, schema, candidates=("auto",))
 
 
-def test_surrogate_select_in_an_attack_reports_the_winner(digits, probe) -> None:
-    assert isinstance(make_surrogate("select", digits.schema), SelectedSurrogate)
-    attack = create_attack("knockoff", pool=digits.pool(), surrogate="select", seed=0)
-    attack.fit(digits.oracle(budget=60))
+def test_surrogate_select_in_an_attack_reports_the_winner(victim, probe) -> None:
+    assert isinstance(make_surrogate("select", victim.schema), SelectedSurrogate)
+    attack = create_attack("knockoff", pool=victim.pool(), surrogate="select", seed=0)
+    attack.fit(victim.oracle(budget=60))
     chosen = attack.params()["surrogate_selected"]
     assert chosen["choice"] in chosen["cv_fidelity"] and chosen["folds"] == 3
     assert chosen["cv_fidelity"][chosen["choice"]] == max(chosen["cv_fidelity"].values())

@@ -220,7 +220,7 @@ def test_transfer_uncertainty_strategy_spends_exactly_its_budget(text_target) ->
 # -- the CLI ---------------------------------------------------------------------------------
 # In-process (typer's CliRunner): the same command function and error wrapper a user hits, but the
 # sentence encoder loaded by the tests above is reused instead of re-importing transformers and
-# re-reading the weights in a subprocess (tens of seconds on a busy core).  tests/test_cli.py
+# re-reading the weights in a subprocess (tens of seconds on a busy core).  tests/cli/test_cli.py
 # covers the real `python -m extractguard` process.
 @needs_reviews
 @needs_text_extra

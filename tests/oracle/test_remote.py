@@ -36,19 +36,12 @@ from extractguard.oracle import BudgetLadder, Oracle, OutputSpec
 from extractguard.oracle.remote import RemoteOracle, RemoteTarget, parse_retry_after
 from extractguard.oracle.target_config import load_target_config, parse_target_config
 from extractguard.oracle.transcript import SqliteTranscript
-from extractguard.victims import build_victim
 
-sys.path.insert(0, str(Path(__file__).parent))
-from servers import ModelServer  # noqa: E402
+from checkout import ROOT, cli_env
+from servers import ModelServer
 
-SRC = Path(__file__).resolve().parents[1] / "src"
 AUTH = {"statement": "We own the digits-logreg test model and authorise extraction tests.", "owner": "EG tests"}
 PROBE_ROWS = 120
-
-
-@pytest.fixture(scope="module")
-def victim() -> Any:
-    return build_victim("digits-logreg", seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -85,14 +78,6 @@ def write_config(path: Path, cfg: dict[str, Any]) -> Path:
     return path
 
 
-def cli_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(SRC) + os.pathsep + env.get("PYTHONPATH", "")
-    env["OMP_NUM_THREADS"] = "1"
-    env["COLUMNS"] = "160"
-    return env
-
-
 def cli_args(target: Path, out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "extractguard", "assess", "--target", str(target), "--attack", "knockoff",
             "--budgets", "100,300", "--surrogate", "linear", "--seed", "3", "--out", str(out), *extra]
@@ -118,7 +103,7 @@ def test_sigkilled_campaign_resumes_paying_exactly_its_budget(victim: Any, data_
     # Same campaign, killed with SIGKILL part-way through the attack's budget, then resumed.
     with ModelServer(victim.target, delay=0.1) as srv:
         cfg = write_config(tmp_path / "t.yaml", config_dict(srv.url, data_dir, tmp_path / "t.sqlite", concurrency=1))
-        proc = subprocess.Popen(cli_args(cfg, tmp_path / "report"), env=cli_env(),
+        proc = subprocess.Popen(cli_args(cfg, tmp_path / "report"), env=cli_env(COLUMNS="160"),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             deadline = time.monotonic() + 240
@@ -250,7 +235,8 @@ def test_target_without_authorization_is_refused(victim: Any, data_dir: Path, tm
         assert res.exit_code == 2
         lines = res.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error:") and "authorization" in lines[0]
-        assert res.stdout == "" and res.exception is None or isinstance(res.exception, SystemExit)
+        assert res.stdout == "", res.stdout
+        assert res.exception is None or isinstance(res.exception, SystemExit), res.exception
         assert srv.counts.requests == 0
         assert not (tmp_path / "t.sqlite").exists()
 
@@ -325,7 +311,7 @@ def test_yaml_paths_resolve_and_keys_come_from_env(data_dir: Path, tmp_path: Pat
 
 
 def test_example_target_yaml_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
-    example = Path(__file__).resolve().parents[1] / "examples" / "target.yaml"
+    example = ROOT / "examples" / "target.yaml"
     cfg = load_target_config(example)
     assert cfg.authorization.owner and cfg.input_schema.n_features == 64
     monkeypatch.setenv("EXTRACTGUARD_API_KEY", "k")

@@ -3,7 +3,6 @@ Open Inference Protocol server over real sockets."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from fastapi import FastAPI, Request
 from extractguard.oracle import Oracle, OutputSpec
 from extractguard.oracle.answer import Answer
 from extractguard.oracle.oip import decode_request, decode_response, encode_request, encode_response
+from checkout import cli_env
 from gateway_helpers import UvicornThread, free_port, infer_body, iris_target, make_app
 
 ROWS = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]])
@@ -67,11 +67,6 @@ def test_gateway_reports_a_dead_upstream_as_502(tmp_path: Path) -> None:
         assert r.status_code == 502 and "upstream" in r.json()["error"]
 
 
-def _cli_env() -> dict[str, str]:
-    src = str(Path(__file__).resolve().parents[1] / "src")
-    return {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
-
-
 def test_extractguard_serve_end_to_end(tmp_path: Path) -> None:
     """`extractguard serve --config` in its own process: key via the CLI, OIP request, metrics,
     JSON logs, then `audit verify` on what it wrote."""
@@ -81,7 +76,7 @@ def test_extractguard_serve_end_to_end(tmp_path: Path) -> None:
         "state_dir: state\n"
         "tiers: {free: {output: 'rounded:1', limits: ['100/minute']}}\n"
     )
-    env = _cli_env()
+    env = cli_env()
     py = [sys.executable, "-m", "extractguard"]
     made = subprocess.run([*py, "keys", "create", "--account", "acme", "--tier", "free", "--config", str(cfg)],
                           env=env, capture_output=True, text=True, timeout=120)

@@ -18,11 +18,11 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from checkout import ROOT
 from extractguard.cli import app
 from extractguard.errors import ConfigurationError
 from extractguard.evaluate.matrix import load_matrix_config
 from extractguard.gateway import create_app, parse_config
-from extractguard.victims import build_victim
 
 from gateway_helpers import UvicornThread
 
@@ -48,9 +48,8 @@ def invoke(*args: str, env: dict[str, str]) -> Any:
 
 
 @pytest.fixture(scope="module")
-def deployed(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def deployed(tmp_path_factory: pytest.TempPathFactory, victim: Any):  # type: ignore[no-untyped-def]
     d = tmp_path_factory.mktemp("remote-matrix")
-    victim = build_victim("digits-logreg", seed=0)
     gw_cfg = {"model": {"name": "digits", "victim": "digits-logreg"}, "state_dir": str(d / "state"),
               "storage": "memory://", "tiers": TIERS, "max_rows_per_request": 100, "seed": 0}
     gw_path = write(d / "gateway.yaml", gw_cfg)
@@ -234,6 +233,6 @@ def test_force_discards_and_pays_again_reference_fetched_when_not_a_defense(run:
 
 
 def test_shipped_remote_example_is_valid() -> None:
-    cfg = load_matrix_config(Path(__file__).parent.parent / "examples" / "assess-remote.yaml")
+    cfg = load_matrix_config(ROOT / "examples" / "assess-remote.yaml")
     assert cfg.target.remote is not None and cfg.jobs == 1
     assert cfg.defenses["reverse-sigmoid"].defenses == [{"name": "reverse-sigmoid", "beta": 0.7, "gamma": 0.2}]

@@ -15,14 +15,8 @@ from extractguard.detect.simulate import Request, paced_requests
 from extractguard.errors import ConfigurationError
 from extractguard.oracle.answer import OutputSpec
 from extractguard.oracle.oracle import MemoryTranscript, Oracle
-from extractguard.victims import build_victim
 
 BUDGET = 500
-
-
-@pytest.fixture(scope="module")
-def victim():  # type: ignore[no-untyped-def]
-    return build_victim("digits-logreg", seed=0)
 
 
 def monitor_for(victim, store: DetectionStore | None = None) -> DetectionMonitor:  # type: ignore[no-untyped-def]

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 
+from checkout import ROOT
 from extractguard.errors import ConfigurationError
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "attacks.py"
+BENCH = ROOT / "benchmarks" / "attacks.py"
 
 
 @pytest.fixture(scope="module")

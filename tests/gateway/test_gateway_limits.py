@@ -4,9 +4,6 @@ real Redis enforce one limit."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import time
 from pathlib import Path
 
 import httpx
@@ -14,14 +11,9 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from gateway_helpers import CountingTarget, UvicornThread, free_port, infer_body, iris_target, make_app
+from gateway_helpers import CountingTarget, UvicornThread, infer_body, make_app
 
 URL = "/v2/models/iris/infer"
-
-
-@pytest.fixture(scope="module")
-def iris():  # type: ignore[no-untyped-def]
-    return iris_target()
 
 
 def rows(n: int) -> np.ndarray:
@@ -179,37 +171,10 @@ def test_client_ip_from_x_forwarded_for_only_behind_a_trusted_proxy(tmp_path: Pa
         assert [x["client_ip"] for x in recs] == ["203.0.113.1", "203.0.113.2"]
 
 
-@pytest.fixture(scope="module")
-def redis_url():  # type: ignore[no-untyped-def]
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed (apt-get install -y redis-server); Redis-backed limits untested")
-    port = free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    import redis
-
-    client = redis.Redis(host="127.0.0.1", port=port)
-    for _ in range(500):  # wait until it accepts connections
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.02)
-    else:
-        proc.kill()
-        pytest.fail("redis-server did not start")
-    yield f"redis://127.0.0.1:{port}/0"
-    proc.terminate()
-    proc.wait(timeout=10)
-
-
-def test_two_gateway_instances_sharing_redis_enforce_one_limit(tmp_path: Path, iris, redis_url: str) -> None:  # type: ignore[no-untyped-def]
+def test_two_gateway_instances_sharing_redis_enforce_one_limit(tmp_path: Path, iris, redis_proc) -> None:  # type: ignore[no-untyped-def]
     t1, t2 = CountingTarget(iris), CountingTarget(iris)
     # Two replicas: separate processes' worth of state except the shared Redis and key database.
-    shared = {"storage": redis_url, "keys_db": str(tmp_path / "keys.db"), "tiers": {"free": {"limits": ["10/minute"]}}}
+    shared = {"storage": redis_proc.url, "keys_db": str(tmp_path / "keys.db"), "tiers": {"free": {"limits": ["10/minute"]}}}
     a = make_app(tmp_path / "a", target=t1, **shared)
     b = make_app(tmp_path / "b", target=t2, **shared)
     key = a.state.gateway.keys.create("acme", "free")
