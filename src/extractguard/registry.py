@@ -137,3 +137,19 @@ class Registry(Mapping[str, T], Generic[T]):
 
 
 __all__ = ["DeprecatedNameWarning", "Entry", "Registry"]
+
+
+def lazy_exports(package: str, where: Mapping[str, str]) -> Any:
+    """A package's module ``__getattr__`` (PEP 562): ``name`` is imported from
+    ``package.<where[name]>`` on first access, so importing the package (to read a registry, or a
+    light module in it) does not load torch, scikit-learn or matplotlib.
+
+    Use as ``__getattr__ = lazy_exports(__name__, {"Name": "module", ...})``.
+    """
+
+    def __getattr__(name: str) -> Any:
+        if name in where:
+            return getattr(import_module(f"{package}.{where[name]}"), name)
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    return __getattr__

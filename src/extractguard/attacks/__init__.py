@@ -7,11 +7,10 @@ but load their modules (and torch) only on first access (PEP 562).
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 from extractguard.errors import ConfigurationError
-from extractguard.registry import Entry, Registry
+from extractguard.registry import Entry, Registry, lazy_exports
 
 if TYPE_CHECKING:
     import numpy as np
@@ -98,11 +97,8 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """Import an attack class on first access (PEP 562), so naming attacks costs no torch."""
-    if name in _WHERE:
-        return getattr(import_module(f"extractguard.attacks.{_WHERE[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# Import an attack class on first access (PEP 562), so naming attacks costs no torch.
+__getattr__ = lazy_exports(__name__, _WHERE)
 
 
 __all__ = ["ATTACKS", "create_attack", *sorted(_WHERE)]

@@ -6,8 +6,9 @@ import scikit-learn.
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import TYPE_CHECKING, Any
+
+from extractguard.registry import lazy_exports
 
 if TYPE_CHECKING:
     from extractguard.data.base import Dataset
@@ -17,10 +18,7 @@ _WHERE = {"Dataset": "base", **{name: "datasets" for name in
           ("DATASETS", "Splits", "default_cache_dir", "load_dataset", "split_dataset")}}
 
 
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        return getattr(import_module(f"extractguard.data.{_WHERE[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _WHERE)
 
 
 __all__ = sorted(_WHERE)

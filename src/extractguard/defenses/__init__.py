@@ -7,10 +7,9 @@ importable from here and load on first access (PEP 562), so validating a name co
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from extractguard.registry import Entry, Registry
+from extractguard.registry import Entry, Registry, lazy_exports
 
 if TYPE_CHECKING:
     from extractguard.defenses.base import Defense, DefenseChain, Temperature, build_chain, canonical_specs
@@ -46,11 +45,8 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """Import on first access (PEP 562): naming or listing defenses needs no torch."""
-    if name in _WHERE:
-        return getattr(import_module(f"extractguard.defenses.{_WHERE[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# Import on first access (PEP 562): naming or listing defenses needs no torch.
+__getattr__ = lazy_exports(__name__, _WHERE)
 
 
 __all__ = ["DEFENSES", *sorted(_WHERE)]

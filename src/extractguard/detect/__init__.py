@@ -7,10 +7,9 @@ explains which signal fired; :mod:`extractguard.detect.logs` runs the same code 
 See docs/detection.md.
 """
 
-from importlib import import_module
 from typing import Any
 
-from extractguard.registry import Entry, Registry
+from extractguard.registry import Entry, Registry, lazy_exports
 
 #: Every detector by its configuration name (``detectors:`` of a tier's ``detection:`` block, and
 #: ``extractguard detect --detectors``).  ``needs_data``: calibrated on the owner's reference rows.
@@ -36,12 +35,9 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """Import lazily (PEP 562): the gateway's config reads ``detect.policy`` without paying for
-    scipy and scikit-learn in admin commands."""
-    if name in _WHERE:
-        return getattr(import_module(f"extractguard.detect.{_WHERE[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# Import lazily (PEP 562): the gateway's config reads ``detect.policy`` without paying for
+# scipy and scikit-learn in admin commands.
+__getattr__ = lazy_exports(__name__, _WHERE)
 
 
 __all__ = ["DETECTORS", *sorted(_WHERE)]

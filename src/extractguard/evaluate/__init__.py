@@ -6,8 +6,9 @@ types) does not import torch or matplotlib.
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import TYPE_CHECKING, Any
+
+from extractguard.registry import lazy_exports
 
 if TYPE_CHECKING:
     from extractguard.evaluate.assessment import DEFAULT_BUDGETS, Assessment, AttackRun, CurvePoint, run_assessment
@@ -24,10 +25,7 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        return getattr(import_module(f"extractguard.evaluate.{_WHERE[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _WHERE)
 
 
 __all__ = sorted(_WHERE)

@@ -6,12 +6,13 @@ The student classes load on first access (PEP 562), and :func:`check_surrogate` 
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from extractguard.errors import ConfigurationError
+
+from extractguard.registry import lazy_exports
 
 if TYPE_CHECKING:
     from extractguard.oracle.schema import InputSchema
@@ -97,10 +98,7 @@ _WHERE = {"SelectedSurrogate": "selection", "SelectionResult": "selection", "sel
           "SklearnSurrogate": "sklearn_models", "TorchClassifier": "torch_models", "build_network": "torch_models"}
 
 
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        return getattr(import_module(f"extractguard.surrogates.{_WHERE[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _WHERE)
 
 
 __all__ = ["SURROGATES", "Surrogate", "check_surrogate", "make_surrogate", *sorted(_WHERE)]

@@ -5,8 +5,9 @@ Names load on first access (PEP 562): checking a victim name (:mod:`.names`) nee
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import TYPE_CHECKING, Any
+
+from extractguard.registry import lazy_exports
 
 if TYPE_CHECKING:
     from extractguard.victims.names import ARCHITECTURES, DEFAULT_VICTIM, parse_victim_name
@@ -16,10 +17,7 @@ _WHERE = {"ARCHITECTURES": "names", "DEFAULT_VICTIM": "names", "parse_victim_nam
           "Victim": "zoo", "build_victim": "zoo", "list_victims": "zoo"}
 
 
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        return getattr(import_module(f"extractguard.victims.{_WHERE[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _WHERE)
 
 
 __all__ = sorted(_WHERE)
