@@ -1,0 +1,160 @@
+"""Evidence bundles (verify/evidence.py) built from small hand-made verdicts: every test kind
+(rank, conditional, two-class control-bound, fingerprint) round-trips, and a bundle that was edited
+and then *re-signed* (so the signature verifies) is still refused by the recomputation."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from extractguard.oracle.schema import InputSchema
+from extractguard.oracle.targets import CallableTarget
+from extractguard.verify import (
+    Fingerprint,
+    build_bundle,
+    check_bundle,
+    generate_signing_key,
+    load_signing_key,
+    sign_bundle,
+    verify_suspect,
+)
+from extractguard.verify.fingerprint import null_rate
+from extractguard.watermark.record import AccountRecord
+
+
+def lookup_suspect(table: np.ndarray) -> CallableTarget:
+    """A suspect whose answer to row ``[i]`` is ``table[i]``."""
+    schema = InputSchema((1,), table.shape[1], 0.0, float(len(table)))
+    return CallableTarget(lambda X: table[np.asarray(X[:, 0], dtype=int)], schema)
+
+
+def record(account: str, n_marked: int, served: list[int], owner: list[int], control_owner: list[int]) -> AccountRecord:
+    idx = np.arange(n_marked + len(control_owner), dtype=np.float64)[:, None]
+    return AccountRecord(account, idx[:n_marked], np.array(served), np.array(owner), idx[n_marked:],
+                         np.array(control_owner, dtype=np.int64), None, None)
+
+
+@pytest.fixture(scope="module")
+def key(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    return load_signing_key(generate_signing_key(tmp_path_factory.mktemp("keys") / "owner.pem")[0])
+
+
+@pytest.fixture(scope="module")
+def two_class(key: Any) -> dict[str, Any]:
+    """A two-class copy: 18 of 20 marked rows carry the keyed label, 1 of 30 control rows disagree."""
+    answers = [1] * 18 + [0, 0] + [1] + [0] * 14 + [1] * 15
+    rec = record("mallory", 20, [1] * 20, [0] * 20, [0] * 15 + [1] * 15)
+    verdict = verify_suspect(lookup_suspect(np.eye(2)[answers]), [rec], alpha=1e-3, beta=1e-4)
+    return sign_bundle(build_bundle(verdict, {"kind": "test"}), key)
+
+
+@pytest.fixture(scope="module")
+def ten_class(key: Any) -> dict[str, Any]:
+    """A rank test, a conditional test (one-hot suspect) and a fingerprint test in one bundle each."""
+    rng = np.random.default_rng(0)
+    served = rng.integers(1, 10, size=30).tolist()
+    scores = rng.dirichlet(np.ones(10), size=32)
+    scores[np.arange(30), served] += 2.0  # the copy learned most marks
+    scores /= scores.sum(1, keepdims=True)
+    rec = record("mallory", 30, served, [0] * 30, [0, 0])
+    rank = verify_suspect(lookup_suspect(scores), [rec], alpha=1e-6)
+    labels = np.array([i % 10 for i in range(32)])
+    fp = Fingerprint(np.arange(32, dtype=np.float64)[:, None], labels, 0.05)
+    fp.reference_agreements, fp.confidence = [10, 12], 0.95
+    fp.p0 = null_rate(fp.reference_agreements, 32, fp.confidence)
+    onehot = lookup_suspect(np.eye(10)[scores.argmax(1)])
+    cond = verify_suspect(onehot, [rec], fingerprint=fp, alpha=1e-6)
+    return {"rank": sign_bundle(build_bundle(rank, {"kind": "test"}), key),
+            "conditional": sign_bundle(build_bundle(cond, {"kind": "test"}), key)}
+
+
+def resigned(bundle: dict[str, Any], key: Any, path: list[Any], value: Any) -> list[str]:
+    """Edit one field of the body and sign it again: only the recomputation can notice."""
+    body = copy.deepcopy(bundle["body"])
+    node = body
+    for step in path[:-1]:
+        node = node[step]
+    node[path[-1]] = value
+    problems = check_bundle(sign_bundle(body, key))
+    assert not any("signature" in p for p in problems)
+    return problems
+
+
+def test_every_kind_of_test_round_trips_through_a_bundle(two_class: dict[str, Any], ten_class: dict[str, Any]) -> None:
+    t = two_class["body"]["tests"][0]
+    assert t["method"] == "control-bound" and (t["k"], t["n"]) == (18, 20) and t["beta"] == 1e-4
+    assert check_bundle(two_class) == []
+    assert two_class["body"]["verdict"]["is_copy"] and two_class["body"]["verdict"]["p_value"] >= 1e-4
+    rank, cond = ten_class["rank"]["body"], ten_class["conditional"]["body"]
+    assert rank["tests"][0]["method"] == "rank" and rank["verdict"]["is_copy"]
+    assert [t.get("method") for t in cond["tests"]] == ["conditional", None] and cond["tests"][1]["name"] == "fingerprint"
+    assert check_bundle(ten_class["rank"]) == [] and check_bundle(ten_class["conditional"]) == []
+
+
+def test_a_resigned_bundle_with_an_edited_input_is_refused(two_class: dict[str, Any], ten_class: dict[str, Any], key: Any) -> None:
+    """The signature covers what the bundle *says*; the input hashes tie it to what was *asked*."""
+    for bundle in (two_class, ten_class["rank"], ten_class["conditional"]):
+        t0 = bundle["body"]["tests"][0]
+        problems = resigned(bundle, key, ["tests", 0, "inputs", 3, 0], t0["inputs"][3][0] + 0.5)
+        assert any("input 3 does not match its SHA-256 (1 inputs differ)" in p for p in problems), problems
+        problems = resigned(bundle, key, ["tests", 0, "control_inputs", 1, 0], t0["control_inputs"][1][0] + 0.5)
+        assert any("control input 1 does not match its SHA-256" in p for p in problems), problems
+    fp = ten_class["conditional"]["body"]["tests"][1]
+    problems = resigned(ten_class["conditional"], key, ["tests", 1, "inputs", 0, 0], fp["inputs"][0][0] - 1.0)
+    assert any(p.startswith("test 2 (fingerprint): input 0 does not match its SHA-256") for p in problems), problems
+
+
+@pytest.mark.parametrize(("path", "value", "named"), [
+    (["tests", 0, "k"], 19, "recorded k = 19 but the answers give 18"),
+    (["tests", 0, "n"], 25, "recorded n = 25 but the answers give 20"),
+    (["tests", 0, "beta"], 1e-9, "recorded p0"),  # a smaller miss probability: a different bound and p-value
+    (["tests", 0, "control_suspect_labels", 0], 0, "recorded p0"),  # hide the control disagreement
+    (["tests", 0, "p_value"], 1e-12, "recorded p-value 1e-12"),
+    (["tests", 0, "suspect_labels", 19], 1, "recorded k = 18 but the answers give 19"),
+    (["verdict", "p_value"], 1e-9, "verdict p-value 1e-09"),
+    (["verdict", "is_copy"], False, "the verdict does not follow from the tests and alpha"),
+    (["alpha"], 1e-9, "the verdict does not follow from the tests and alpha"),
+])
+def test_a_resigned_two_class_bundle_is_recomputed(two_class: dict[str, Any], key: Any, path: list[Any], value: Any,
+                                                   named: str) -> None:
+    problems = resigned(two_class, key, path, value)
+    assert any(named in p for p in problems), problems
+
+
+def test_a_resigned_rank_bundle_is_recomputed(ten_class: dict[str, Any], key: Any) -> None:
+    t0 = ten_class["rank"]["body"]["tests"][0]
+    row = list(t0["suspect_scores"][0])
+    top = int(np.argmax(row))
+    assert top != 0
+    row[0], row[top] = row[top], row[0]  # the owner's label now on top: no longer the recorded answer
+    problems = resigned(ten_class["rank"], key, ["tests", 0, "suspect_scores", 0], row)
+    assert any("scores do not match its labels" in p for p in problems), problems
+    problems = resigned(ten_class["rank"], key, ["tests", 0, "n_classes"], 11)
+    assert any("scores do not match its labels" in p for p in problems), problems
+    problems = resigned(ten_class["conditional"], key, ["tests", 0, "owner_labels", 0], t0["expected_labels"][0])
+    # Every marked row now both carries the keyed label and agrees with the owner: inconsistent, refused.
+    assert any(p.startswith("test 1 (watermark, account 'mallory'): ") for p in problems), problems
+    problems = resigned(ten_class["conditional"], key, ["tests", 1, "reference_agreements"], [1, 1])
+    assert any("test 2 (fingerprint" in p and "p0" in p for p in problems), problems
+
+
+def test_unsigned_edits_and_malformed_bundles(two_class: dict[str, Any], tmp_path: Path) -> None:
+    b = copy.deepcopy(two_class)
+    b["body"]["notes"] = {"added": True}
+    problems = check_bundle(b)
+    assert "body_sha256 does not match the body (the body was edited)" in problems
+    assert any("signature does not verify" in p for p in problems)
+    assert check_bundle(two_class, public_key_hex="00" * 32) == [
+        "the bundle was signed with a different key than the one given (--public-key)"]
+    assert check_bundle(two_class, public_key_hex=two_class["signature"]["public_key"]) == []
+    assert check_bundle([]) == ["not an evidence bundle (format is not 'extractguard-evidence/1')"]
+    assert check_bundle({"format": "extractguard-evidence/1"}) == ["the bundle has no body or no signature"]
+    b = copy.deepcopy(two_class)
+    del b["body"]["tests"][0]["k"]
+    assert any("malformed (KeyError" in p for p in check_bundle(b))
+    b["body"]["tests"] = []
+    assert "the body lists no tests" in check_bundle(b)
