@@ -105,14 +105,27 @@ def test_the_whole_hash_is_compared_not_a_prefix(tmp_path: Path) -> None:
         assert not result.ok and result.bad_seq == 4 and "record 4 was edited" in result.problem, keep
 
 
-def test_a_rehashed_edit_breaks_the_next_link(tmp_path: Path) -> None:
+@pytest.mark.parametrize("seq", [1, 2, 3])
+def test_a_rehashed_edit_breaks_the_next_link(tmp_path: Path, seq: int) -> None:
+    """Recomputing the edited record's own hash still breaks the next record's link, which names it."""
     db = _log(tmp_path)
-    rec = AuditLog(db, read_only=True).records()[1]
+    rec = AuditLog(db, read_only=True).records()[seq - 1]
     rec["client_ip"] = "6.6.6.6"
-    _sql(db, "UPDATE audit SET client_ip = ?, hash = ? WHERE seq = 2", "6.6.6.6", record_hash(rec))
+    _sql(db, "UPDATE audit SET client_ip = ?, hash = ? WHERE seq = ?", "6.6.6.6", record_hash(rec), seq)
     result = verify_file(db)
-    assert not result.ok and result.bad_seq == 2
-    assert result.problem == "record 2 was edited or replaced (record 3 no longer links to it)"
+    assert not result.ok and result.bad_seq == seq
+    assert result.problem == f"record {seq} was edited or replaced (record {seq + 1} no longer links to it)"
+
+
+def test_verification_never_writes_to_the_evidence(tmp_path: Path) -> None:
+    db = _log(tmp_path)
+    before = db.read_bytes()
+    log = AuditLog(db, read_only=True)
+    assert log.verify().ok
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        log.append(account="x", key_id="k", tier="t", model="m", client_ip="ip", X=ROWS, output=[])
+    log.close()
+    assert verify_file(db).ok and db.read_bytes() == before
 
 
 def test_edited_links_and_sequence_numbers_are_caught(tmp_path: Path) -> None:

@@ -86,7 +86,7 @@ def test_conditional_test_null_is_binomial_with_rate_one_over_c_minus_1() -> Non
     assert (t.k, t.n) == (5, 8) and t.p0 == 1 / 3
     assert t.p_value == pytest.approx(exact_tail(5, 8, 1 / 3), rel=1e-12, abs=0)
     assert t.p_value != pytest.approx(exact_tail(5, 8, 1 / 4), rel=1e-3, abs=0)  # the 1/C null is wrong
-    assert "Binomial(n, 1/3)" in t.null
+    assert "Binomial(n, 1/3)" in t.null and "uniform over the 3 classes other than the owner's label" in t.null
     assert t.extra["marked_rows"] == 12 and t.extra["marked_rows_disagreeing"] == 8
     assert t.extra["control_rows"] == 2 and t.extra["control_rows_disagreeing"] == 1
     assert t.answers.tolist() == COND_ANSWERS and t.expected.tolist() == COND_SERVED
@@ -122,6 +122,13 @@ def test_rank_test_p_value_is_the_exact_rank_sum_tail() -> None:
     assert t.extra["rank_sum"] == 10 and (t.k, t.n) == (2, 5) and t.p0 == 1 / 3
     assert t.p_value == pytest.approx(brute_rank_cdf(10, 5, 3), rel=1e-12, abs=0)
     assert rank_test_p(np.array([1, 1, 3, 3, 2]), 4) == t.p_value
+    # The stated null is part of the evidence: it names the right class counts and the observed sum.
+    assert "uniform over the 3 classes other than the owner's label" in t.null and "uniform on 1..3," in t.null
+    assert "sum to at most the observed 10 (k = 2 of n = 5 cells" in t.null and "account 'a'" in t.null
+    # Three classes is the smallest task the rank test is defined for.
+    three = watermark_test(lookup_suspect(scores[:, :3] / scores[:, :3].sum(1, keepdims=True)),
+                           record(5, [1, 2, 2, 1, 2], [0] * 5, []), 3, method="rank")
+    assert three.extra["method"] == "rank" and three.p0 == 0.5
     with pytest.raises(ConfigurationError, match="at least 3 classes"):
         watermark_test(lookup_suspect(one_hot([1] * 6, 2)), record(5, [1] * 5, [0] * 5, [0]), 2, method="rank")
 
@@ -166,6 +173,7 @@ def test_two_class_p_value_adds_beta_to_the_control_bounded_tail(beta: float) ->
     assert t.p_value == pytest.approx(exact_tail(k, n, d_hi) + beta, rel=1e-9, abs=0)
     assert t.p_value >= beta  # the union bound: never below the bound's own miss probability
     assert t.extra["control_rows_disagreeing"] == cd
+    assert f"bounded by {d_hi:.4g} (Clopper-Pearson upper bound on the control rows, miss probability {beta:g}" in t.null
 
 
 def test_two_class_test_needs_control_rows_and_caps_p_at_one() -> None:
