@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: where they exist; slow end-to-end files only where nothing smaller covers the module.
 MODULES: dict[str, tuple[str, ...]] = {
     "gateway/audit.py": ("tests/test_audit.py",),
-    "verify/ownership.py": ("tests/test_ownership.py",),
+    "verify/ownership.py": ("tests/test_ownership.py", "tests/test_evidence.py"),
     "verify/evidence.py": ("tests/test_evidence.py",),
     "verify/fingerprint.py": ("tests/test_verify.py",),
     "verify/references.py": ("tests/test_verify.py",),

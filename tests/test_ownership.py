@@ -8,8 +8,10 @@ absolute tolerance of 1e-12 would accept any p-value below 1e-12, i.e. every one
 
 from __future__ import annotations
 
+import datetime
 import itertools
 import math
+import time
 import numpy as np
 import pytest
 
@@ -90,6 +92,11 @@ def test_conditional_test_null_is_binomial_with_rate_one_over_c_minus_1() -> Non
     assert t.extra["marked_rows"] == 12 and t.extra["marked_rows_disagreeing"] == 8
     assert t.extra["control_rows"] == 2 and t.extra["control_rows_disagreeing"] == 1
     assert t.answers.tolist() == COND_ANSWERS and t.expected.tolist() == COND_SERVED
+    assert t.extra["n_classes"] == 4 and t.extra["owner_labels"].tolist() == COND_OWNER
+    assert t.extra["control_answers"].tolist() == [0, 3] and t.extra["control_expected"].tolist() == [0, 0]
+    assert t.extra["control_inputs"].tolist() == [[12.0], [13.0]] and t.inputs.tolist() == [[float(i)] for i in range(12)]
+    stamp = datetime.datetime.fromisoformat(t.extra["answered_at"])
+    assert stamp.utcoffset() == datetime.timedelta(0) and abs(time.time() - stamp.timestamp()) < 60
     forced = watermark_test(suspect, rec, 4, method="conditional")
     assert (forced.k, forced.n, forced.p_value) == (t.k, t.n, t.p_value)
 
@@ -100,7 +107,7 @@ def test_conditional_p_value_is_exact_in_the_far_tail() -> None:
     served = [1 + i % 9 for i in range(n)]
     rec = record(n, served, [0] * n, [])
     t = watermark_test(lookup_suspect(one_hot(served, c)), rec, c, method="conditional")
-    assert (t.k, t.n) == (n, n)
+    assert (t.k, t.n) == (n, n) and t.extra["control_rows"] == 0
     assert t.p_value == pytest.approx(9.0**-n, rel=1e-9, abs=0)
     assert math.log(t.p_value) == pytest.approx(-n * math.log(9), rel=1e-9)
 
@@ -129,6 +136,12 @@ def test_rank_test_p_value_is_the_exact_rank_sum_tail() -> None:
     three = watermark_test(lookup_suspect(scores[:, :3] / scores[:, :3].sum(1, keepdims=True)),
                            record(5, [1, 2, 2, 1, 2], [0] * 5, []), 3, method="rank")
     assert three.extra["method"] == "rank" and three.p0 == 0.5
+    # Graded scores, but the label-only test asked for: the conditional test, on 3 classes too.
+    cond = watermark_test(lookup_suspect(scores), rec, 4, method="conditional")
+    assert cond.extra["method"] == "conditional" and (cond.k, cond.n) == (0, 1)  # only row 3 leaves our label
+    cond3 = watermark_test(lookup_suspect(scores[:, :3] / scores[:, :3].sum(1, keepdims=True)),
+                           record(5, [1, 2, 2, 1, 2], [0] * 5, []), 3, method="conditional")
+    assert cond3.extra["method"] == "conditional" and cond3.p0 == 0.5 and "Binomial(n, 1/2)" in cond3.null
     with pytest.raises(ConfigurationError, match="at least 3 classes"):
         watermark_test(lookup_suspect(one_hot([1] * 6, 2)), record(5, [1] * 5, [0] * 5, [0]), 2, method="rank")
 
@@ -214,7 +227,12 @@ def test_verdict_is_bonferroni_corrected_and_strict() -> None:
     assert not edge.is_copy  # p equal to alpha does not accuse
     empty = Verdict([], alpha=0.05)
     assert empty.p_value == 1.0 and not empty.is_copy and empty.strongest is None and empty.describe() == "no tests were run"
-    assert result(0.25).summary() == {"name": "watermark", "account": "a", "n": 1, "k": 1, "p0": 0.5, "p_value": 0.25}
+    r = result(0.25)
+    r.extra.update(method="rank", ranks=np.array([1, 2]), answered_at="t", listed=[1])
+    assert r.summary() == {"name": "watermark", "account": "a", "n": 1, "k": 1, "p0": 0.5, "p_value": 0.25,
+                           "method": "rank", "answered_at": "t"}  # arrays and lists stay out of the summary
+    fp = Verdict([result(1e-9, "fingerprint", None), result(0.5)], alpha=1e-6)
+    assert fp.describe() == "COPY: the fingerprint test rejects independence, p = 2e-09 (Bonferroni over 2 tests) < alpha = 1e-06"
 
 
 def test_verify_suspect_runs_one_test_per_account_and_checks_its_inputs() -> None:
@@ -235,7 +253,7 @@ def test_verify_suspect_runs_one_test_per_account_and_checks_its_inputs() -> Non
     wide = AccountRecord("w", np.zeros((2, 3)), np.array([1, 1]), np.array([0, 0]), np.zeros((0, 3)), np.zeros(0, int), None, None)
     with pytest.raises(ConfigurationError, match="3 features per row, the suspect takes 1"):
         verify_suspect(suspect, [wide])
-    empty = AccountRecord("e", np.zeros((0, 1)), np.zeros(0, int), np.zeros(0, int), np.zeros((0, 1)), np.zeros(0, int), None, None)
+    empty = AccountRecord("e", np.zeros((0, 5)), np.zeros(0, int), np.zeros(0, int), np.zeros((0, 5)), np.zeros(0, int), None, None)
     with pytest.raises(ConfigurationError, match="no watermarked answers"):
         verify_suspect(suspect, [empty])
 
@@ -252,6 +270,11 @@ def test_fingerprint_test_is_a_binomial_tail_over_the_calibrated_null() -> None:
     t = verify_suspect(lookup_suspect(one_hot(answers.tolist(), 4)), fingerprint=fp).tests[0]
     assert t.name == "fingerprint" and t.account is None and (t.k, t.n) == (17, 20) and t.p0 == 0.4
     assert t.p_value == pytest.approx(exact_tail(17, 20, 0.4), rel=1e-12, abs=0)
+    assert t.extra["reference_agreements"] == [5, 8] and t.extra["confidence"] == 0.95
+    assert "probability at most 0.4 (upper 95% Clopper-Pearson bound of the best of 2 independently" in t.null
+    assert t.expected.tolist() == labels.tolist() and t.answers.tolist() == answers.tolist()
+    with pytest.raises(ConfigurationError, match="not calibrated"):
+        verify_suspect(lookup_suspect(one_hot(answers.tolist(), 4)), fingerprint=Fingerprint(X, labels, 0.05))
     wide = Fingerprint(np.zeros((2, 3)), np.array([0, 1]), 0.05)
     wide.p0 = 0.5
     with pytest.raises(ConfigurationError, match="the fingerprint has 3 features per row"):
