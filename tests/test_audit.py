@@ -142,6 +142,8 @@ def test_edited_links_and_sequence_numbers_are_caught(tmp_path: Path) -> None:
     ("DELETE FROM audit WHERE seq = 4", 4, "records after 3 are missing (the head says the log ends at record 4)"),
     ("DELETE FROM audit WHERE seq >= 3", 3, "records after 2 are missing (the head says the log ends at record 4)"),
     ("UPDATE head SET seq = 5", 5, "records after 4 are missing (the head says the log ends at record 5)"),
+    # a record appended behind the head's back (or a head rolled back): the counts disagree
+    ("UPDATE head SET seq = 3", 5, "records after 4 are missing (the head says the log ends at record 3)"),
     ("UPDATE head SET hash = '" + "e" * 64 + "'", 5, "records after 4 are missing (the head says the log ends at record 4)"),
     ("DELETE FROM head", None, "the head row was deleted"),
     ("DELETE FROM audit WHERE seq = 1", 1, "record 1 is missing (next stored record is 2)"),
@@ -172,7 +174,7 @@ def test_the_record_hash_is_sha256_of_the_documented_canonical_json(tmp_path: Pa
 
 
 def test_appends_are_committed_and_reopen_as_one_chain(tmp_path: Path) -> None:
-    db = _log(tmp_path, n=2)
+    db = _log(tmp_path / "state" / "gateway", n=2)  # the state directory is created on first use
     log = AuditLog(db)
     log.append(account="c", key_id="k", tier="t", model="m", client_ip="ip", X=ROWS[:1], output={"x": 1}, ts=7.25)
     recs = log.records()

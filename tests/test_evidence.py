@@ -158,3 +158,87 @@ def test_unsigned_edits_and_malformed_bundles(two_class: dict[str, Any], tmp_pat
     assert any("malformed (KeyError" in p for p in check_bundle(b))
     b["body"]["tests"] = []
     assert "the body lists no tests" in check_bundle(b)
+
+
+def test_the_signature_is_ed25519_over_the_documented_canonical_json(two_class: dict[str, Any]) -> None:
+    """A third party can check a bundle with any JSON library and any Ed25519 implementation."""
+    import hashlib
+    import json
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    data = json.dumps(two_class["body"], sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+    assert two_class["format"] == "extractguard-evidence/1" and two_class["body_sha256"] == hashlib.sha256(data).hexdigest()
+    sig = two_class["signature"]
+    assert sig["algorithm"] == "Ed25519"
+    Ed25519PublicKey.from_public_bytes(bytes.fromhex(sig["public_key"])).verify(bytes.fromhex(sig["value"]), data)
+    body = two_class["body"]
+    assert body["tool"]["name"] == "extractguard" and body["suspect"] == {"kind": "test"} and body["notes"] == {}
+    assert body["alpha"] == 1e-3 and body["verdict"]["statement"].startswith("COPY: the watermark test (account 'mallory')")
+    t = body["tests"][0]
+    assert t["p_value_bonferroni"] == t["p_value"] and t["n_classes"] == 2 and len(t["control_input_sha256"]) == 30
+
+
+def test_bundle_files_round_trip_and_bad_files_are_named(two_class: dict[str, Any], tmp_path: Path) -> None:
+    from extractguard.errors import DataLoadError
+    from extractguard.verify.evidence import check_bundle_file, write_bundle
+
+    path = write_bundle(two_class, tmp_path / "deep" / "evidence.json")
+    assert check_bundle_file(path) == []  # written with sorted keys, read back in that order: still verifies
+    assert check_bundle_file(path, public_key_hex=two_class["signature"]["public_key"]) == []
+    (tmp_path / "bad.json").write_text("{not json")
+    assert check_bundle_file(tmp_path / "bad.json")[0].startswith("bad.json is not JSON")
+    with pytest.raises(DataLoadError):
+        check_bundle_file(tmp_path / "missing.json")
+    b = copy.deepcopy(two_class)
+    b["body"]["tests"][0]["p_value"] = float("nan")
+    assert check_bundle(b)[0].startswith("the body is not canonical JSON")
+    b = copy.deepcopy(two_class)
+    b["signature"]["public_key"] = "zz"
+    assert any("signature does not verify" in p for p in check_bundle(b))
+
+
+def test_resigned_structural_edits_are_refused(two_class: dict[str, Any], key: Any) -> None:
+    t0 = two_class["body"]["tests"][0]
+    problems = resigned(two_class, key, ["tests", 0, "suspect_labels"], t0["suspect_labels"][:-1])
+    assert any("inputs, hashes, expected and suspect labels have different lengths" in p for p in problems), problems
+    problems = resigned(two_class, key, ["tests", 0, "name"], "oracle")
+    assert any("unknown test 'oracle'" in p for p in problems), problems
+    problems = resigned(two_class, key, ["tests"], [])
+    assert problems == ["the body lists no tests"]
+    problems = resigned(two_class, key, ["verdict"], None)
+    assert problems == ["the verdict or alpha is missing or malformed"]
+
+
+def test_signing_keys_are_private_ed25519_and_never_overwritten(tmp_path: Path) -> None:
+    import stat
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from extractguard.errors import ConfigurationError
+    from extractguard.verify.evidence import load_public_key_hex
+
+    priv, pub = generate_signing_key(tmp_path / "keys" / "owner.pem")
+    assert pub == tmp_path / "keys" / "owner.pem.pub" and stat.S_IMODE(priv.stat().st_mode) == 0o600
+    key = load_signing_key(priv)
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
+    assert load_public_key_hex(pub) == load_public_key_hex(priv) == raw
+    before = priv.read_bytes()
+    with pytest.raises(ConfigurationError, match="already exists"):
+        generate_signing_key(priv)
+    assert priv.read_bytes() == before
+    (tmp_path / "junk.pem").write_text("not a key")
+    with pytest.raises(ConfigurationError, match="junk.pem is not an unencrypted PEM private key"):
+        load_signing_key(tmp_path / "junk.pem")
+    other = ec.generate_private_key(ec.SECP256R1())
+    (tmp_path / "ec.pem").write_bytes(other.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                          serialization.NoEncryption()))
+    with pytest.raises(ConfigurationError, match="ec.pem is not an Ed25519 key"):
+        load_signing_key(tmp_path / "ec.pem")
+    (tmp_path / "ec.pub").write_bytes(other.public_key().public_bytes(serialization.Encoding.PEM,
+                                                                      serialization.PublicFormat.SubjectPublicKeyInfo))
+    with pytest.raises(ConfigurationError, match="ec.pub is not an Ed25519 public key"):
+        load_public_key_hex(tmp_path / "ec.pub")
+    with pytest.raises(ConfigurationError):
+        load_signing_key(tmp_path / "absent.pem")
