@@ -117,6 +117,104 @@ def test_a_rehashed_edit_breaks_the_next_link(tmp_path: Path, seq: int) -> None:
     assert result.problem == f"record {seq} was edited or replaced (record {seq + 1} no longer links to it)"
 
 
+@pytest.mark.parametrize("forged", ["0" * 64, "f" * 64])
+def test_a_forged_link_is_caught_even_when_its_record_is_rehashed(tmp_path: Path, forged: str) -> None:
+    """Record 4 re-pointed at a forged predecessor hash (below or above the true one) and rehashed."""
+    db = _log(tmp_path)
+    rec = AuditLog(db, read_only=True).records()[3]
+    rec["prev_hash"] = forged
+    _sql(db, "UPDATE audit SET prev_hash = ?, hash = ? WHERE seq = 4", forged, record_hash(rec))
+    _sql(db, "UPDATE head SET hash = ? WHERE id = 1", record_hash(rec))
+    result = verify_file(db)
+    assert not result.ok and result.bad_seq == 3
+    assert result.problem == "record 3 was edited or replaced (record 4 no longer links to it)"
+
+
+def test_a_long_log_verifies_and_its_sequence_is_compared_by_value(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "audit.db")
+    for i in range(300):
+        log.append(account="a", key_id="k", tier="t", model="m", client_ip="ip", X=ROWS[:1], output=[i], ts=float(i))
+    result = log.verify()
+    assert result.ok and result.records == 300
+    log.close()
+
+
+def test_a_failed_append_leaves_no_open_transaction(tmp_path: Path) -> None:
+    """An append that fails inside its transaction rolls back: the log stays writable and intact."""
+    log = AuditLog(tmp_path / "audit.db")
+    log.append(account="a", key_id="k", tier="t", model="m", client_ip="ip", X=ROWS, output=[])
+    with pytest.raises(TypeError):
+        log.append(account="a", key_id="k", tier="t", model="m", client_ip="ip", X=ROWS, output=[],
+                   request_id=object())  # type: ignore[arg-type]  # not JSON: the record hash fails mid-transaction
+    log.append(account="b", key_id="k", tier="t", model="m", client_ip="ip", X=ROWS, output=[])
+    assert [r["seq"] for r in log.records()] == [1, 2] and log.verify().ok
+    log.close()
+
+
+def test_the_log_is_usable_from_other_threads(tmp_path: Path) -> None:
+    """The gateway appends from its worker threads; a read-only log is verified wherever it was opened."""
+    import threading
+
+    log = AuditLog(tmp_path / "audit.db")
+    threads = [threading.Thread(target=lambda i=i: log.append(account=f"a{i}", key_id="k", tier="t", model="m",
+                                                               client_ip="ip", X=ROWS, output=[])) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ro = AuditLog(tmp_path / "audit.db", read_only=True)
+    out: list[Any] = []
+    reader = threading.Thread(target=lambda: out.append(ro.verify()))
+    reader.start()
+    reader.join()
+    assert out and out[0].ok and out[0].records == 4 and len(log.records()) == 4
+    ro.close()
+    log.close()
+
+
+def test_a_log_from_before_request_ids_gains_the_column_and_still_verifies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = _log(tmp_path)
+    with sqlite3.connect(db) as c:  # the layout before the column existed, records without request ids
+        c.execute("UPDATE audit SET request_id = NULL")
+        c.execute("ALTER TABLE audit DROP COLUMN request_id")
+    with sqlite3.connect(db) as c:  # rechain the records as they were hashed then
+        prev = GENESIS
+        for seq in range(1, 5):
+            rec = dict(zip(("seq", "ts", "account", "key_id", "tier", "model", "client_ip", "n_rows", "input_sha256", "output"),
+                           c.execute("SELECT seq, ts, account, key_id, tier, model, client_ip, n_rows, input_sha256, output "
+                                     "FROM audit WHERE seq = ?", (seq,)).fetchone()))
+            rec["prev_hash"] = prev
+            prev = record_hash(rec)
+            c.execute("UPDATE audit SET prev_hash = ?, hash = ? WHERE seq = ?", (rec["prev_hash"], prev, seq))
+        c.execute("UPDATE head SET hash = ? WHERE id = 1", (prev,))
+    assert verify_file(db).ok  # read-only: verified as it is, without the column
+    log = AuditLog(db)
+    assert log.verify().ok and log.records()[0]["request_id"] is None
+    log.append(account="new", key_id="k", tier="t", model="m", client_ip="ip", X=ROWS, output=[], request_id="r-5")
+    assert log.verify().ok and log.records()[-1]["request_id"] == "r-5"
+    log.close()
+    # A second replica that saw the old layout but lost the race to add the column opens fine.
+    real = AuditLog._stored_columns
+    calls: list[int] = []
+
+    def stale(self: AuditLog) -> tuple[str, ...]:
+        calls.append(1)
+        cols = real(self)
+        return tuple(c for c in cols if c != "request_id") if len(calls) == 1 else cols
+
+    monkeypatch.setattr(AuditLog, "_stored_columns", stale)
+    again = AuditLog(db)
+    assert again.verify().ok and again.records()[-1]["request_id"] == "r-5"
+    again.close()
+
+
+def test_a_sqlite_file_without_an_audit_table_is_refused(tmp_path: Path) -> None:
+    with sqlite3.connect(tmp_path / "other.db") as c:
+        c.execute("CREATE TABLE t (x)")
+    with pytest.raises(ConfigurationError, match="other.db is not an audit database"):
+        verify_file(tmp_path / "other.db")
+
+
 def test_verification_never_writes_to_the_evidence(tmp_path: Path) -> None:
     db = _log(tmp_path)
     before = db.read_bytes()
@@ -147,6 +245,7 @@ def test_edited_links_and_sequence_numbers_are_caught(tmp_path: Path) -> None:
     ("UPDATE head SET hash = '" + "e" * 64 + "'", 5, "records after 4 are missing (the head says the log ends at record 4)"),
     ("DELETE FROM head", None, "the head row was deleted"),
     ("DELETE FROM audit WHERE seq = 1", 1, "record 1 is missing (next stored record is 2)"),
+    ("UPDATE audit SET seq = 0 WHERE seq = 1", 1, "record 1 is missing (next stored record is 0)"),
 ])
 def test_deletions_and_head_edits_are_caught(tmp_path: Path, statement: str, bad_seq: int | None, problem: str) -> None:
     db = _log(tmp_path)

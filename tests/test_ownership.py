@@ -151,6 +151,7 @@ def test_rank_sum_cdf_edges_and_far_tail() -> None:
         for s in range(0, n * m + 2):
             assert uniform_rank_sum_cdf(s, n, m) == pytest.approx(brute_rank_cdf(s, n, m), rel=1e-12, abs=0), (s, n, m)
     assert uniform_rank_sum_cdf(0, 0, 9) == 1.0
+    assert all(uniform_rank_sum_cdf(n * m, n, m) == 1.0 for n, m in ((2, 3), (4, 3), (5, 9)))  # exactly: no evidence, p = 1
     assert uniform_rank_sum_cdf(300, 300, 9) == pytest.approx(9.0**-300, rel=1e-9, abs=0)
     assert uniform_rank_sum_cdf(1000, 1000, 9) == TINY_P  # below the double range: reported as the bound, never 0
 
