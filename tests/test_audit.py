@@ -7,6 +7,7 @@ hash is compared, not a prefix; the head row, deletions and an empty log are che
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import sqlite3
@@ -58,11 +59,13 @@ def test_an_untouched_log_verifies_and_reports_its_head(tmp_path: Path) -> None:
     assert result.ok and result.records == 4 and result.bad_seq is None and result.problem == ""
     assert result.head_hash == recs[-1]["hash"] == record_hash(recs[-1])
     assert [r["seq"] for r in recs] == [1, 2, 3, 4]
-    assert recs[0]["prev_hash"] == GENESIS and all(recs[i]["prev_hash"] == recs[i - 1]["hash"] for i in range(1, 4))
+    assert recs[0]["prev_hash"] == "0" * 64 and all(recs[i]["prev_hash"] == recs[i - 1]["hash"] for i in range(1, 4))
     assert recs[2]["input_sha256"] == input_digest(ROWS) and recs[2]["n_rows"] == 3
     assert recs[3]["client_ip"] == "10.0.0.4" and recs[3]["request_id"] == "req-3"
     log.close()
     assert verify_file(db) == result
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.ok = False  # type: ignore[misc]  # a verdict on evidence is not edited after the fact
 
 
 def test_an_empty_log_verifies(tmp_path: Path) -> None:
@@ -243,6 +246,7 @@ def test_edited_links_and_sequence_numbers_are_caught(tmp_path: Path) -> None:
     # a record appended behind the head's back (or a head rolled back): the counts disagree
     ("UPDATE head SET seq = 3", 5, "records after 4 are missing (the head says the log ends at record 3)"),
     ("UPDATE head SET hash = '" + "e" * 64 + "'", 5, "records after 4 are missing (the head says the log ends at record 4)"),
+    ("UPDATE head SET hash = '" + "0" * 64 + "'", 5, "records after 4 are missing (the head says the log ends at record 4)"),
     ("DELETE FROM head", None, "the head row was deleted"),
     ("DELETE FROM audit WHERE seq = 1", 1, "record 1 is missing (next stored record is 2)"),
     ("UPDATE audit SET seq = 0 WHERE seq = 1", 1, "record 1 is missing (next stored record is 0)"),
@@ -279,6 +283,10 @@ def test_appends_are_committed_and_reopen_as_one_chain(tmp_path: Path) -> None:
     recs = log.records()
     assert [r["seq"] for r in recs] == [1, 2, 3] and recs[2]["prev_hash"] == recs[1]["hash"]
     assert recs[2]["output"] == '{"x":1}' and recs[2]["ts"] == 7.25 and recs[2]["n_rows"] == 1
+    log.append(account="c", key_id="k", tier="t", model="m", client_ip="ip", X=ROWS[:1], output=[], ts=1000.1234567)
+    assert log.records()[3]["ts"] == 1000.123457  # stored to the microsecond
+    with pytest.raises(TypeError):  # keyword-only: no record is written with its fields in the wrong places
+        log.append("c", "k", "t", "m", "ip", ROWS, [])  # type: ignore[misc]
     assert log.verify().ok
     log.close()
 
