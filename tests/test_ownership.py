@@ -129,6 +129,8 @@ def test_rank_test_p_value_is_the_exact_rank_sum_tail() -> None:
     assert t.extra["rank_sum"] == 10 and (t.k, t.n) == (2, 5) and t.p0 == 1 / 3
     assert t.p_value == pytest.approx(brute_rank_cdf(10, 5, 3), rel=1e-12, abs=0)
     assert rank_test_p(np.array([1, 1, 3, 3, 2]), 4) == t.p_value
+    forced = watermark_test(lookup_suspect(scores), rec, 4, method="rank")
+    assert forced.extra["method"] == "rank" and forced.p_value == t.p_value
     # The stated null is part of the evidence: it names the right class counts and the observed sum.
     assert "uniform over the 3 classes other than the owner's label" in t.null and "uniform on 1..3," in t.null
     assert "sum to at most the observed 10 (k = 2 of n = 5 cells" in t.null and "account 'a'" in t.null
@@ -151,7 +153,8 @@ def test_rank_sum_cdf_edges_and_far_tail() -> None:
         for s in range(0, n * m + 2):
             assert uniform_rank_sum_cdf(s, n, m) == pytest.approx(brute_rank_cdf(s, n, m), rel=1e-12, abs=0), (s, n, m)
     assert uniform_rank_sum_cdf(0, 0, 9) == 1.0
-    assert all(uniform_rank_sum_cdf(n * m, n, m) == 1.0 for n, m in ((2, 3), (4, 3), (5, 9)))  # exactly: no evidence, p = 1
+    for n, m in ((2, 3), (4, 3), (5, 9)):  # exactly 1 at and above the largest sum: no evidence, p = 1
+        assert uniform_rank_sum_cdf(n * m, n, m) == 1.0 and uniform_rank_sum_cdf(n * m + 3, n, m) == 1.0
     assert uniform_rank_sum_cdf(300, 300, 9) == pytest.approx(9.0**-300, rel=1e-9, abs=0)
     assert uniform_rank_sum_cdf(1000, 1000, 9) == TINY_P  # below the double range: reported as the bound, never 0
 
@@ -172,7 +175,7 @@ def two_class_case(beta: float) -> tuple[OwnershipResult, int, int, int, int]:
     owner = [0] * n
     answers = [1] * 14 + [0] * 6  # k = 14 marked rows carry the keyed label
     ctl_owner = [0] * 15 + [1] * 15
-    ctl_answers = [1, 1, 0] + [0] * 12 + [1] * 15  # the suspect disagrees with us on 2 control rows
+    ctl_answers = [1] + [0] * 14 + [0] + [1] * 14  # the suspect disagrees with us on 2 control rows, one each way
     rec = record(n, served, owner, ctl_owner)
     t = watermark_test(lookup_suspect(one_hot(answers + ctl_answers, 2)), rec, 2, beta=beta)
     return t, 14, n, 2, n_ctl
@@ -202,6 +205,7 @@ def test_two_class_test_needs_control_rows_and_caps_p_at_one() -> None:
 def test_clopper_pearson_and_binomial_tail_edges() -> None:
     assert clopper_pearson_upper(0, 0, 0.05) == 1.0 and clopper_pearson_upper(5, 5, 0.05) == 1.0
     assert clopper_pearson_upper(0, 10, 0.05) == pytest.approx(1 - 0.05 ** (1 / 10), rel=1e-9, abs=0)
+    assert clopper_pearson_upper(0, 1, 0.05) == pytest.approx(0.95, rel=1e-12, abs=0)
     assert clopper_pearson_upper(3, 40, 1e-6) == pytest.approx(cp_upper(3, 40, 1e-6), rel=1e-9, abs=0)
     assert binomial_tail(0, 10, 0.1) == 1.0 and binomial_tail(3, 0, 0.1) == 1.0 and binomial_tail(3, 5, 1.0) == 1.0
     assert binomial_tail(1, 1, 0.25) == pytest.approx(0.25, rel=1e-12, abs=0)
@@ -247,6 +251,8 @@ def test_verify_suspect_runs_one_test_per_account_and_checks_its_inputs() -> Non
         verify_suspect(suspect, [good], alpha=1.0)
     with pytest.raises(ConfigurationError, match="alpha must be in"):
         verify_suspect(suspect, [good], alpha=0.0)
+    with pytest.raises(ConfigurationError, match="alpha must be in"):
+        verify_suspect(suspect, [good], alpha=1.5)
     with pytest.raises(ConfigurationError, match="nothing to test"):
         verify_suspect(suspect, [])
     with pytest.raises(ConfigurationError, match="unknown watermark test method"):
@@ -280,3 +286,6 @@ def test_fingerprint_test_is_a_binomial_tail_over_the_calibrated_null() -> None:
     wide.p0 = 0.5
     with pytest.raises(ConfigurationError, match="the fingerprint has 3 features per row"):
         verify_suspect(lookup_suspect(one_hot(answers.tolist(), 4)), fingerprint=wide)
+    wide_suspect = CallableTarget(lambda Z: np.full((len(Z), 4), 0.25), InputSchema((5,), 4))
+    with pytest.raises(ConfigurationError, match="the fingerprint has 1 features per row, the suspect takes 5"):
+        verify_suspect(wide_suspect, fingerprint=fp)
