@@ -69,7 +69,7 @@ def ten_class(key: Any) -> dict[str, Any]:
     onehot = lookup_suspect(np.eye(10)[scores.argmax(1)])
     cond = verify_suspect(onehot, [rec], fingerprint=fp, alpha=1e-6)
     return {"rank": sign_bundle(build_bundle(rank, {"kind": "test"}), key),
-            "conditional": sign_bundle(build_bundle(cond, {"kind": "test"}), key)}
+            "conditional": sign_bundle(build_bundle(cond, {"kind": "test"}), key), "rank_verdict": rank}
 
 
 def resigned(bundle: dict[str, Any], key: Any, path: list[Any], value: Any) -> list[str]:
@@ -101,8 +101,11 @@ def test_a_resigned_bundle_with_an_edited_input_is_refused(two_class: dict[str, 
         t0 = bundle["body"]["tests"][0]
         problems = resigned(bundle, key, ["tests", 0, "inputs", 3, 0], t0["inputs"][3][0] + 0.5)
         assert any("input 3 does not match its SHA-256 (1 inputs differ)" in p for p in problems), problems
-        problems = resigned(bundle, key, ["tests", 0, "control_inputs", 1, 0], t0["control_inputs"][1][0] + 0.5)
-        assert any("control input 1 does not match its SHA-256" in p for p in problems), problems
+        body = copy.deepcopy(bundle["body"])
+        body["tests"][0]["control_inputs"][1][0] += 0.5
+        body["tests"][0]["control_inputs"][0][0] += 0.5
+        problems = check_bundle(sign_bundle(body, key))
+        assert any("control input 0 does not match its SHA-256" in p for p in problems), problems  # the first named
     fp = ten_class["conditional"]["body"]["tests"][1]
     problems = resigned(ten_class["conditional"], key, ["tests", 1, "inputs", 0, 0], fp["inputs"][0][0] - 1.0)
     assert any(p.startswith("test 2 (fingerprint): input 0 does not match its SHA-256") for p in problems), problems
@@ -153,6 +156,7 @@ def test_unsigned_edits_and_malformed_bundles(two_class: dict[str, Any], tmp_pat
     assert check_bundle(two_class, public_key_hex=two_class["signature"]["public_key"]) == []
     assert check_bundle([]) == ["not an evidence bundle (format is not 'extractguard-evidence/1')"]
     assert check_bundle({"format": "extractguard-evidence/1"}) == ["the bundle has no body or no signature"]
+    assert check_bundle({**two_class, "signature": None}) == ["the bundle has no body or no signature"]
     b = copy.deepcopy(two_class)
     del b["body"]["tests"][0]["k"]
     assert any("malformed (KeyError" in p for p in check_bundle(b))
@@ -202,6 +206,8 @@ def test_resigned_structural_edits_are_refused(two_class: dict[str, Any], key: A
     t0 = two_class["body"]["tests"][0]
     problems = resigned(two_class, key, ["tests", 0, "suspect_labels"], t0["suspect_labels"][:-1])
     assert any("inputs, hashes, expected and suspect labels have different lengths" in p for p in problems), problems
+    problems = resigned(two_class, key, ["tests", 0, "suspect_labels"], t0["suspect_labels"] + [1])
+    assert any("inputs, hashes, expected and suspect labels have different lengths" in p for p in problems), problems
     problems = resigned(two_class, key, ["tests", 0, "name"], "oracle")
     assert any("unknown test 'oracle'" in p for p in problems), problems
     problems = resigned(two_class, key, ["tests"], [])
@@ -242,3 +248,26 @@ def test_signing_keys_are_private_ed25519_and_never_overwritten(tmp_path: Path) 
         load_public_key_hex(tmp_path / "ec.pub")
     with pytest.raises(ConfigurationError):
         load_signing_key(tmp_path / "absent.pem")
+
+
+def test_large_bundles_and_runtime_built_method_names_round_trip(ten_class: dict[str, Any], key: Any) -> None:
+    """Lengths above Python's small-int cache and method names that are not interned literals."""
+    verdict = copy.deepcopy(ten_class["rank_verdict"])
+    verdict.tests[0].extra["method"] = "".join(["ra", "nk"])
+    assert check_bundle(sign_bundle(build_bundle(verdict, {"kind": "test"}), key)) == []
+    served = [1 + i % 9 for i in range(300)]
+    rec = record("big", 300, served, [0] * 300, [0, 0])
+    big = verify_suspect(lookup_suspect(np.eye(10)[served + [0, 0]]), [rec], alpha=1e-6)
+    bundle = sign_bundle(build_bundle(big, {"kind": "test"}), key)
+    assert bundle["body"]["tests"][0]["n"] == 300 and check_bundle(bundle) == []
+
+
+def test_a_signing_key_is_not_overwritten_even_in_a_race(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The existence check and the exclusive create guard the key separately: another process may
+    write the file between the two."""
+    priv, _ = generate_signing_key(tmp_path / "owner.pem")
+    before = priv.read_bytes()
+    monkeypatch.setattr(Path, "exists", lambda self: False)  # the check ran before the other process wrote it
+    with pytest.raises(FileExistsError):
+        generate_signing_key(priv)
+    assert priv.read_bytes() == before

@@ -131,6 +131,11 @@ def test_rank_test_p_value_is_the_exact_rank_sum_tail() -> None:
     assert rank_test_p(np.array([1, 1, 3, 3, 2]), 4) == t.p_value
     forced = watermark_test(lookup_suspect(scores), rec, 4, method="rank")
     assert forced.extra["method"] == "rank" and forced.p_value == t.p_value
+    # Method names read from a config or a command line are not interned: compared by value.
+    built = watermark_test(lookup_suspect(scores), rec, 4, method="".join(["au", "to"]))
+    assert built.extra["method"] == "rank"
+    with pytest.raises(ConfigurationError, match="at least 3 classes"):
+        watermark_test(lookup_suspect(one_hot([1] * 6, 2)), record(5, [1] * 5, [0] * 5, [0]), 2, method="".join(["ra", "nk"]))
     # The stated null is part of the evidence: it names the right class counts and the observed sum.
     assert "uniform over the 3 classes other than the owner's label" in t.null and "uniform on 1..3," in t.null
     assert "sum to at most the observed 10 (k = 2 of n = 5 cells" in t.null and "account 'a'" in t.null
@@ -166,6 +171,7 @@ def test_keyed_label_ranks_and_graded() -> None:
     assert not graded(scores, owner) and not graded(scores[:0], owner[:0])
     assert graded(scores[1:2], owner[1:2]) and graded(scores[3:], owner[3:])
     assert not graded(np.array([[0.5, 0.25, 0.25, 0.0]]), np.array([3]))  # a tie among the non-owner classes
+    assert not graded(np.array([[0.5, np.nan, 0.2, 0.1]]), np.array([0]))  # a score that ranks nothing
 
 
 # -- the two-class test: control-bound, plus beta ------------------------------------------------
@@ -253,6 +259,8 @@ def test_verify_suspect_runs_one_test_per_account_and_checks_its_inputs() -> Non
         verify_suspect(suspect, [good], alpha=0.0)
     with pytest.raises(ConfigurationError, match="alpha must be in"):
         verify_suspect(suspect, [good], alpha=1.5)
+    with pytest.raises(ConfigurationError, match="alpha must be in"):
+        verify_suspect(suspect, [good], alpha=-0.1)
     with pytest.raises(ConfigurationError, match="nothing to test"):
         verify_suspect(suspect, [])
     with pytest.raises(ConfigurationError, match="unknown watermark test method"):
@@ -286,6 +294,13 @@ def test_fingerprint_test_is_a_binomial_tail_over_the_calibrated_null() -> None:
     wide.p0 = 0.5
     with pytest.raises(ConfigurationError, match="the fingerprint has 3 features per row"):
         verify_suspect(lookup_suspect(one_hot(answers.tolist(), 4)), fingerprint=wide)
+    # Wide inputs (more features than Python caches small ints for) are compared by value.
+    big = CallableTarget(lambda Z: one_hot([i % 4 for i in range(len(Z))], 4), InputSchema((300,), 4))
+    big_fp = Fingerprint(np.zeros((8, 300)), np.array([i % 4 for i in range(8)]), 0.05)
+    big_fp.p0, big_fp.reference_agreements = 0.5, [4]
+    big_rec = AccountRecord("b", np.zeros((4, 300)), np.array([1, 2, 3, 1]), np.zeros(4, int), np.zeros((0, 300)),
+                            np.zeros(0, int), None, None)
+    assert [t.name for t in verify_suspect(big, [big_rec], fingerprint=big_fp).tests] == ["watermark", "fingerprint"]
     wide_suspect = CallableTarget(lambda Z: np.full((len(Z), 4), 0.25), InputSchema((5,), 4))
     with pytest.raises(ConfigurationError, match="the fingerprint has 1 features per row, the suspect takes 5"):
         verify_suspect(wide_suspect, fingerprint=fp)
