@@ -271,3 +271,31 @@ def test_a_signing_key_is_not_overwritten_even_in_a_race(tmp_path: Path, monkeyp
     with pytest.raises(FileExistsError):
         generate_signing_key(priv)
     assert priv.read_bytes() == before
+
+
+def test_an_innocent_two_account_bundle_caps_its_p_values_at_one(key: Any) -> None:
+    """The owner's own answers carry no keyed label: p = 1 per test, and 1 after Bonferroni, exactly."""
+    answers = [0] * 20 + [0] * 15 + [1] * 15
+    recs = [record(a, 20, [1] * 20, [0] * 20, [0] * 15 + [1] * 15) for a in ("x", "y")]
+    verdict = verify_suspect(lookup_suspect(np.eye(2)[answers]), recs, alpha=1e-3)
+    bundle = sign_bundle(build_bundle(verdict, {"kind": "test"}), key)
+    assert [t["p_value"] for t in bundle["body"]["tests"]] == [1.0, 1.0] and bundle["body"]["verdict"]["p_value"] == 1.0
+    assert not bundle["body"]["verdict"]["is_copy"] and check_bundle(bundle) == []
+
+
+def test_every_wrong_hash_is_caught_whichever_way_it_differs(two_class: dict[str, Any], key: Any) -> None:
+    """Hashes are compared for equality, not order: an edit whose digest sorts above or below the
+    recorded one is caught (inputs, control inputs, and the body hash)."""
+    from extractguard.watermark.keyed import row_digest
+
+    t0 = two_class["body"]["tests"][0]
+    for field, hashes, named in (("inputs", "input_sha256", "input 2 does not match"),
+                                 ("control_inputs", "control_input_sha256", "control input 2 does not match")):
+        row = t0[field][2]
+        above = next(d for d in np.arange(0.5, 50, 0.5) if row_digest(np.array([row[0] + d])) > t0[hashes][2])
+        below = next(d for d in np.arange(0.5, 50, 0.5) if row_digest(np.array([row[0] + d])) < t0[hashes][2])
+        for d in (above, below):
+            problems = resigned(two_class, key, ["tests", 0, field, 2, 0], row[0] + float(d))
+            assert any(named in p for p in problems), (field, d, problems)
+    for forged in ("0" * 64, "f" * 64):
+        assert check_bundle({**two_class, "body_sha256": forged}) == ["body_sha256 does not match the body (the body was edited)"]
