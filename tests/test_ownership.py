@@ -304,3 +304,5 @@ def test_fingerprint_test_is_a_binomial_tail_over_the_calibrated_null() -> None:
     wide_suspect = CallableTarget(lambda Z: np.full((len(Z), 4), 0.25), InputSchema((5,), 4))
     with pytest.raises(ConfigurationError, match="the fingerprint has 1 features per row, the suspect takes 5"):
         verify_suspect(wide_suspect, fingerprint=fp)
+    with pytest.raises(ConfigurationError, match="account 'a''s watermarked inputs have 1 features per row, the suspect takes 5"):
+        verify_suspect(wide_suspect, [record(2, [1, 2], [0, 0], [])])
