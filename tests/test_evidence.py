@@ -188,7 +188,7 @@ def test_bundle_files_round_trip_and_bad_files_are_named(two_class: dict[str, An
     from extractguard.verify.evidence import check_bundle_file, write_bundle
 
     path = write_bundle(two_class, tmp_path / "deep" / "evidence.json")
-    assert check_bundle_file(path) == []  # written with sorted keys, read back in that order: still verifies
+    assert check_bundle_file(path) == []  # read back from disk: still verifies
     assert check_bundle_file(path, public_key_hex=two_class["signature"]["public_key"]) == []
     (tmp_path / "bad.json").write_text("{not json")
     assert check_bundle_file(tmp_path / "bad.json")[0].startswith("bad.json is not JSON")
@@ -254,6 +254,7 @@ def test_large_bundles_and_runtime_built_method_names_round_trip(ten_class: dict
     """Lengths above Python's small-int cache and method names that are not interned literals."""
     verdict = copy.deepcopy(ten_class["rank_verdict"])
     verdict.tests[0].extra["method"] = "".join(["ra", "nk"])
+    verdict.tests[0].name = "".join(["water", "mark"])
     assert check_bundle(sign_bundle(build_bundle(verdict, {"kind": "test"}), key)) == []
     served = [1 + i % 9 for i in range(300)]
     rec = record("big", 300, served, [0] * 300, [0, 0])
