@@ -5,6 +5,7 @@ and then *re-signed* (so the signature verifies) is still refused by the recompu
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,8 @@ def test_every_kind_of_test_round_trips_through_a_bundle(two_class: dict[str, An
     assert rank["tests"][0]["method"] == "rank" and rank["verdict"]["is_copy"]
     assert [t.get("method") for t in cond["tests"]] == ["conditional", None] and cond["tests"][1]["name"] == "fingerprint"
     assert check_bundle(ten_class["rank"]) == [] and check_bundle(ten_class["conditional"]) == []
+    for bundle in (two_class, ten_class["rank"], ten_class["conditional"]):  # as a third party reads it: parsed JSON
+        assert check_bundle(json.loads(json.dumps(bundle))) == []
 
 
 def test_a_resigned_bundle_with_an_edited_input_is_refused(two_class: dict[str, Any], ten_class: dict[str, Any], key: Any) -> None:
@@ -151,8 +154,9 @@ def test_unsigned_edits_and_malformed_bundles(two_class: dict[str, Any], tmp_pat
     problems = check_bundle(b)
     assert "body_sha256 does not match the body (the body was edited)" in problems
     assert any("signature does not verify" in p for p in problems)
-    assert check_bundle(two_class, public_key_hex="00" * 32) == [
-        "the bundle was signed with a different key than the one given (--public-key)"]
+    for other in ("00" * 32, "ff" * 32):
+        assert check_bundle(two_class, public_key_hex=other) == [
+            "the bundle was signed with a different key than the one given (--public-key)"]
     assert check_bundle(two_class, public_key_hex=two_class["signature"]["public_key"]) == []
     assert check_bundle([]) == ["not an evidence bundle (format is not 'extractguard-evidence/1')"]
     assert check_bundle({"format": "extractguard-evidence/1"}) == ["the bundle has no body or no signature"]
@@ -208,6 +212,13 @@ def test_resigned_structural_edits_are_refused(two_class: dict[str, Any], key: A
     assert any("inputs, hashes, expected and suspect labels have different lengths" in p for p in problems), problems
     problems = resigned(two_class, key, ["tests", 0, "suspect_labels"], t0["suspect_labels"] + [1])
     assert any("inputs, hashes, expected and suspect labels have different lengths" in p for p in problems), problems
+    problems = resigned(two_class, key, ["tests", 0, "input_sha256"], t0["input_sha256"] + ["00" * 32])
+    assert any("inputs, hashes, expected and suspect labels have different lengths" in p for p in problems), problems
+    body = copy.deepcopy(two_class["body"])
+    body["tests"][0]["inputs"][4][0] += 0.5
+    body["tests"][0]["inputs"][7][0] += 0.5
+    problems = check_bundle(sign_bundle(body, key))
+    assert any("input 4 does not match its SHA-256 (2 inputs differ)" in p for p in problems), problems
     problems = resigned(two_class, key, ["tests", 0, "name"], "oracle")
     assert any("unknown test 'oracle'" in p for p in problems), problems
     problems = resigned(two_class, key, ["tests"], [])
@@ -300,3 +311,15 @@ def test_every_wrong_hash_is_caught_whichever_way_it_differs(two_class: dict[str
             assert any(named in p for p in problems), (field, d, problems)
     for forged in ("0" * 64, "f" * 64):
         assert check_bundle({**two_class, "body_sha256": forged}) == ["body_sha256 does not match the body (the body was edited)"]
+
+
+def test_a_conditional_bundle_whose_owner_labels_are_high_verifies(key: Any) -> None:
+    """Disagreement is inequality, whichever side of the owner's label the suspect's answer falls."""
+    served = [i % 9 for i in range(30)]
+    answers = served[:20] + [9] * 10  # 20 keyed labels below the owner's 9, then 10 agreements
+    rec = record("high", 30, served, [9] * 30, [9, 9])
+    verdict = verify_suspect(lookup_suspect(np.eye(10)[answers + [9, 0]]), [rec], alpha=1e-6)
+    t = verdict.tests[0]
+    assert t.extra["method"] == "conditional" and (t.k, t.n) == (20, 20)
+    bundle = sign_bundle(build_bundle(verdict, {"kind": "test", "owner": "Müller GmbH"}), key)  # non-ASCII is escaped
+    assert check_bundle(bundle) == [] and check_bundle(json.loads(json.dumps(bundle))) == []

@@ -99,6 +99,11 @@ def test_conditional_test_null_is_binomial_with_rate_one_over_c_minus_1() -> Non
     assert stamp.utcoffset() == datetime.timedelta(0) and abs(time.time() - stamp.timestamp()) < 60
     forced = watermark_test(suspect, rec, 4, method="conditional")
     assert (forced.k, forced.n, forced.p_value) == (t.k, t.n, t.p_value)
+    # The same case with every label mirrored (l -> 3 - l): the owner's label is now the highest class.
+    mirrored = watermark_test(lookup_suspect(one_hot([3 - a for a in COND_ANSWERS] + [3, 0], 4)),
+                              record(12, [3 - x for x in COND_SERVED], [3] * 12, [3, 3]), 4)
+    assert (mirrored.k, mirrored.n, mirrored.p_value) == (t.k, t.n, t.p_value)
+    assert mirrored.extra["control_rows_disagreeing"] == 1
 
 
 def test_conditional_p_value_is_exact_in_the_far_tail() -> None:
