@@ -46,8 +46,8 @@ def key(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 @pytest.fixture(scope="module")
 def two_class(key: Any) -> dict[str, Any]:
-    """A two-class copy: 18 of 20 marked rows carry the keyed label, 1 of 30 control rows disagree."""
-    answers = [1] * 18 + [0, 0] + [1] + [0] * 14 + [1] * 15
+    """A two-class copy: 18 of 20 marked rows carry the keyed label, 2 of 30 control rows disagree."""
+    answers = [1] * 18 + [0, 0] + [1] + [0] * 14 + [0] + [1] * 14  # control: one disagreement each way
     rec = record("mallory", 20, [1] * 20, [0] * 20, [0] * 15 + [1] * 15)
     verdict = verify_suspect(lookup_suspect(np.eye(2)[answers]), [rec], alpha=1e-3, beta=1e-4)
     return sign_bundle(build_bundle(verdict, {"kind": "test"}), key)
@@ -139,6 +139,8 @@ def test_a_resigned_rank_bundle_is_recomputed(ten_class: dict[str, Any], key: An
     row[0], row[top] = row[top], row[0]  # the owner's label now on top: no longer the recorded answer
     problems = resigned(ten_class["rank"], key, ["tests", 0, "suspect_scores", 0], row)
     assert any("scores do not match its labels" in p for p in problems), problems
+    problems = resigned(ten_class["rank"], key, ["tests", 0, "suspect_scores"], [r + [0.0] for r in t0["suspect_scores"]])
+    assert any("scores do not match its labels" in p for p in problems), problems  # an 11th class appeared
     problems = resigned(ten_class["rank"], key, ["tests", 0, "n_classes"], 11)
     assert any("scores do not match its labels" in p for p in problems), problems
     problems = resigned(ten_class["conditional"], key, ["tests", 0, "owner_labels", 0], t0["expected_labels"][0])
@@ -159,6 +161,8 @@ def test_unsigned_edits_and_malformed_bundles(two_class: dict[str, Any], tmp_pat
             "the bundle was signed with a different key than the one given (--public-key)"]
     assert check_bundle(two_class, public_key_hex=two_class["signature"]["public_key"]) == []
     assert check_bundle([]) == ["not an evidence bundle (format is not 'extractguard-evidence/1')"]
+    for fmt in ("extractguard-evidence/0", "extractguard-evidence/2"):
+        assert check_bundle({**two_class, "format": fmt}) == ["not an evidence bundle (format is not 'extractguard-evidence/1')"]
     assert check_bundle({"format": "extractguard-evidence/1"}) == ["the bundle has no body or no signature"]
     assert check_bundle({**two_class, "signature": None}) == ["the bundle has no body or no signature"]
     b = copy.deepcopy(two_class)
@@ -191,8 +195,9 @@ def test_bundle_files_round_trip_and_bad_files_are_named(two_class: dict[str, An
     from extractguard.errors import DataLoadError
     from extractguard.verify.evidence import check_bundle_file, write_bundle
 
-    path = write_bundle(two_class, tmp_path / "deep" / "evidence.json")
+    path = write_bundle(two_class, tmp_path / "cases" / "c-1" / "evidence.json")
     assert check_bundle_file(path) == []  # read back from disk: still verifies
+    assert check_bundle_file(write_bundle(two_class, tmp_path / "cases" / "c-1" / "again.json")) == []
     assert check_bundle_file(path, public_key_hex=two_class["signature"]["public_key"]) == []
     (tmp_path / "bad.json").write_text("{not json")
     assert check_bundle_file(tmp_path / "bad.json")[0].startswith("bad.json is not JSON")
@@ -219,8 +224,9 @@ def test_resigned_structural_edits_are_refused(two_class: dict[str, Any], key: A
     body["tests"][0]["inputs"][7][0] += 0.5
     problems = check_bundle(sign_bundle(body, key))
     assert any("input 4 does not match its SHA-256 (2 inputs differ)" in p for p in problems), problems
-    problems = resigned(two_class, key, ["tests", 0, "name"], "oracle")
-    assert any("unknown test 'oracle'" in p for p in problems), problems
+    for name in ("oracle", "zzz", "aaa"):  # sorting before, between and after the known names
+        problems = resigned(two_class, key, ["tests", 0, "name"], name)
+        assert any(f"unknown test {name!r}" in p for p in problems), problems
     problems = resigned(two_class, key, ["tests"], [])
     assert problems == ["the body lists no tests"]
     problems = resigned(two_class, key, ["verdict"], None)
@@ -323,3 +329,12 @@ def test_a_conditional_bundle_whose_owner_labels_are_high_verifies(key: Any) -> 
     assert t.extra["method"] == "conditional" and (t.k, t.n) == (20, 20)
     bundle = sign_bundle(build_bundle(verdict, {"kind": "test", "owner": "Müller GmbH"}), key)  # non-ASCII is escaped
     assert check_bundle(bundle) == [] and check_bundle(json.loads(json.dumps(bundle))) == []
+
+
+def test_a_p_value_equal_to_alpha_does_not_accuse(two_class: dict[str, Any], key: Any) -> None:
+    body = copy.deepcopy(two_class["body"])
+    body["alpha"] = body["verdict"]["p_value"]
+    body["verdict"]["is_copy"] = False
+    assert check_bundle(sign_bundle(body, key)) == []
+    body["verdict"]["is_copy"] = True
+    assert check_bundle(sign_bundle(body, key)) == ["the verdict does not follow from the tests and alpha"]

@@ -165,6 +165,7 @@ def test_rank_sum_cdf_edges_and_far_tail() -> None:
     assert uniform_rank_sum_cdf(0, 0, 9) == 1.0
     for n, m in ((2, 3), (4, 3), (5, 9)):  # exactly 1 at and above the largest sum: no evidence, p = 1
         assert uniform_rank_sum_cdf(n * m, n, m) == 1.0 and uniform_rank_sum_cdf(n * m + 3, n, m) == 1.0
+    assert uniform_rank_sum_cdf(239, 60, 4) == 1.0  # 1 - 4**-60 rounds to 1 + 9e-16 before the clamp: a p-value, at most 1
     assert uniform_rank_sum_cdf(300, 300, 9) == pytest.approx(9.0**-300, rel=1e-9, abs=0)
     assert uniform_rank_sum_cdf(1000, 1000, 9) == TINY_P  # below the double range: reported as the bound, never 0
 
@@ -177,6 +178,7 @@ def test_keyed_label_ranks_and_graded() -> None:
     assert graded(scores[1:2], owner[1:2]) and graded(scores[3:], owner[3:])
     assert not graded(np.array([[0.5, 0.25, 0.25, 0.0]]), np.array([3]))  # a tie among the non-owner classes
     assert not graded(np.array([[0.5, np.nan, 0.2, 0.1]]), np.array([0]))  # a score that ranks nothing
+    assert graded(np.array([[0.3, 0.3, 0.25, 0.15]]), np.array([0]))  # the owner's own score may tie: it is not ranked
 
 
 # -- the two-class test: control-bound, plus beta ------------------------------------------------
@@ -217,6 +219,7 @@ def test_clopper_pearson_and_binomial_tail_edges() -> None:
     assert clopper_pearson_upper(0, 0, 0.05) == 1.0 and clopper_pearson_upper(5, 5, 0.05) == 1.0
     assert clopper_pearson_upper(0, 10, 0.05) == pytest.approx(1 - 0.05 ** (1 / 10), rel=1e-9, abs=0)
     assert clopper_pearson_upper(0, 1, 0.05) == pytest.approx(0.95, rel=1e-12, abs=0)
+    assert clopper_pearson_upper(300, 300, 0.05) == 1.0  # compared by value above the small-int cache
     assert clopper_pearson_upper(3, 40, 1e-6) == pytest.approx(cp_upper(3, 40, 1e-6), rel=1e-9, abs=0)
     assert binomial_tail(0, 10, 0.1) == 1.0 and binomial_tail(3, 0, 0.1) == 1.0 and binomial_tail(3, 5, 1.0) == 1.0
     assert binomial_tail(1, 1, 0.25) == pytest.approx(0.25, rel=1e-12, abs=0)
