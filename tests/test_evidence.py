@@ -242,8 +242,8 @@ def test_signing_keys_are_private_ed25519_and_never_overwritten(tmp_path: Path) 
     from extractguard.errors import ConfigurationError
     from extractguard.verify.evidence import load_public_key_hex
 
-    priv, pub = generate_signing_key(tmp_path / "keys" / "owner.pem")
-    assert pub == tmp_path / "keys" / "owner.pem.pub" and stat.S_IMODE(priv.stat().st_mode) == 0o600
+    priv, pub = generate_signing_key(tmp_path / "keys" / "2026" / "owner.pem")  # directories created as needed
+    assert pub == tmp_path / "keys" / "2026" / "owner.pem.pub" and stat.S_IMODE(priv.stat().st_mode) == 0o600
     key = load_signing_key(priv)
     raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
     assert load_public_key_hex(pub) == load_public_key_hex(priv) == raw
