@@ -217,8 +217,16 @@ def test_resigned_structural_edits_are_refused(two_class: dict[str, Any], key: A
     assert any("inputs, hashes, expected and suspect labels have different lengths" in p for p in problems), problems
     problems = resigned(two_class, key, ["tests", 0, "suspect_labels"], t0["suspect_labels"] + [1])
     assert any("inputs, hashes, expected and suspect labels have different lengths" in p for p in problems), problems
-    problems = resigned(two_class, key, ["tests", 0, "input_sha256"], t0["input_sha256"] + ["00" * 32])
-    assert any("inputs, hashes, expected and suspect labels have different lengths" in p for p in problems), problems
+    # Every way the four per-row lists can disagree in length (one longer or shorter, or two together).
+    fields = ("inputs", "expected_labels", "suspect_labels", "input_sha256")
+    for changed in ([0], [1], [2], [3], [0, 1], [1, 2], [2, 3], [0, 3]):
+        for grow in (True, False):
+            body = copy.deepcopy(two_class["body"])
+            for i in changed:
+                rows = body["tests"][0][fields[i]]
+                rows.append(rows[0]) if grow else rows.pop()
+            problems = check_bundle(sign_bundle(body, key))
+            assert any("inputs, hashes, expected and suspect labels have different lengths" in p for p in problems), (changed, grow)
     body = copy.deepcopy(two_class["body"])
     body["tests"][0]["inputs"][4][0] += 0.5
     body["tests"][0]["inputs"][7][0] += 0.5
