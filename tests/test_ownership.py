@@ -141,6 +141,8 @@ def test_rank_test_p_value_is_the_exact_rank_sum_tail() -> None:
     assert built.extra["method"] == "rank"
     with pytest.raises(ConfigurationError, match="at least 3 classes"):
         watermark_test(lookup_suspect(one_hot([1] * 6, 2)), record(5, [1] * 5, [0] * 5, [0]), 2, method="".join(["ra", "nk"]))
+    labels_only = watermark_test(lookup_suspect(one_hot(scores.argmax(1).tolist(), 4)), rec, 4, method="".join(["ra", "nk"]))
+    assert labels_only.extra["method"] == "rank"  # asked for by name, even on one-hot answers
     # The stated null is part of the evidence: it names the right class counts and the observed sum.
     assert "uniform over the 3 classes other than the owner's label" in t.null and "uniform on 1..3," in t.null
     assert "sum to at most the observed 10 (k = 2 of n = 5 cells" in t.null and "account 'a'" in t.null
@@ -203,6 +205,8 @@ def test_two_class_p_value_adds_beta_to_the_control_bounded_tail(beta: float) ->
     assert t.p_value == pytest.approx(exact_tail(k, n, d_hi) + beta, rel=1e-9, abs=0)
     assert t.p_value >= beta  # the union bound: never below the bound's own miss probability
     assert t.extra["control_rows_disagreeing"] == cd
+    one = watermark_test(lookup_suspect(one_hot([1] * 20 + [1], 2)), record(20, [1] * 20, [0] * 20, [0]), 2, beta=beta)
+    assert one.extra["control_rows"] == 1 and one.extra["control_rows_disagreeing"] == 1  # a single control row counts
     assert f"bounded by {d_hi:.4g} (Clopper-Pearson upper bound on the control rows, miss probability {beta:g}" in t.null
 
 
@@ -219,7 +223,7 @@ def test_clopper_pearson_and_binomial_tail_edges() -> None:
     assert clopper_pearson_upper(0, 0, 0.05) == 1.0 and clopper_pearson_upper(5, 5, 0.05) == 1.0
     assert clopper_pearson_upper(0, 10, 0.05) == pytest.approx(1 - 0.05 ** (1 / 10), rel=1e-9, abs=0)
     assert clopper_pearson_upper(0, 1, 0.05) == pytest.approx(0.95, rel=1e-12, abs=0)
-    assert clopper_pearson_upper(300, 300, 0.05) == 1.0  # compared by value above the small-int cache
+    assert clopper_pearson_upper(int("300"), int("300"), 0.05) == 1.0  # two distinct int objects: compared by value
     assert clopper_pearson_upper(3, 40, 1e-6) == pytest.approx(cp_upper(3, 40, 1e-6), rel=1e-9, abs=0)
     assert binomial_tail(0, 10, 0.1) == 1.0 and binomial_tail(3, 0, 0.1) == 1.0 and binomial_tail(3, 5, 1.0) == 1.0
     assert binomial_tail(1, 1, 0.25) == pytest.approx(0.25, rel=1e-12, abs=0)
