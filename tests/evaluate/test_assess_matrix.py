@@ -89,7 +89,12 @@ def test_json_has_every_cell_with_its_measurements(run: dict[str, Any]) -> None:
     # The watermark verdict exists only where the defense watermarks.
     assert all(p["watermark_p"] is None for c in r["cells"] if c["defense"] != "wm" for p in c["points"])
     wm_last = cells["knockoff", "wm"]["points"][-1]
-    assert 0.0 <= wm_last["watermark_p"] <= 1.0 and wm_last["watermark_marked"] > 0
+    assert wm_last["watermark_marked"] > 0
+    for c in (cells["random", "wm"], cells["knockoff", "wm"]):  # two classes: the control-bound test, p >= beta
+        marked = [p["watermark_marked"] for p in c["points"]]
+        assert marked == sorted(marked), marked  # marks only accumulate as the attacker queries
+        for p in c["points"]:
+            assert p["watermark_copy"] is (p["watermark_p"] < 1e-6) and 1e-7 <= p["watermark_p"] <= 1.0, p
     # Detection only where configured; its timeline is ordered.
     assert not cells["knockoff", "open"]["detection"]["enabled"]
     det = cells["knockoff", "det"]["detection"]
@@ -372,3 +377,37 @@ def test_shipped_example_config_is_valid() -> None:
     rules = parse_rules(["fidelity > 0.8 at 1000 for defense=open", "detection_queries > 2000 for defense=detect",
                          "honest_utility < 0.95"], cfg.budgets, cfg.attacks, list(cfg.defenses))
     assert [r.metric for r in rules] == ["fidelity", "detection_queries", "honest_utility"]
+
+
+def test_matrix_watermark_verdict_is_the_ownership_test_on_the_attackers_record(tmp_path: Path) -> None:
+    """A copy that returns exactly the marked answers is identified against its account's record,
+    with the p-value of an independent verify_suspect; the owner's model is not; another account has no marks."""
+    from extractguard.evaluate.ladder import watermark_point
+    from extractguard.evaluate.results import WatermarkVerdict
+    from extractguard.oracle.targets import CallableTarget
+    from extractguard.verify import verify_suspect
+    from extractguard.victims import build_victim
+    from extractguard.watermark import AnswerWatermark, WatermarkRecord
+
+    v = build_victim("breast_cancer-logreg", seed=0)
+    wm = AnswerWatermark(bytes(range(32)), fraction=0.1, control_fraction=0.2)
+    rec = WatermarkRecord(tmp_path / "wm.db")
+    rec.add("attacker-x", v.dataset.X, wm.apply(v.target.predict(v.dataset.X).probabilities, v.dataset.X, "attacker-x")[1])
+
+    class Model:
+        def __init__(self, fn: Any) -> None:
+            self.predict_proba = fn
+
+    copy = Model(lambda Z: wm.apply(v.target.predict(Z).probabilities, Z, "attacker-x")[0])
+    owner = Model(lambda Z: v.target.predict(Z).probabilities)
+    marks = rec.load("attacker-x")
+    point = watermark_point(rec, "attacker-x", copy, v.schema, 1e-6)
+    expected = verify_suspect(CallableTarget(copy.predict_proba, v.schema), [marks], alpha=1e-6).p_value
+    assert point == WatermarkVerdict(expected, True, len(marks.marked_X))
+    assert len(marks.marked_X) > 20 and 1e-7 <= expected < 1e-6
+    honest = watermark_point(rec, "attacker-x", owner, v.schema, 1e-6)
+    assert honest.is_copy is False and honest.p_value == 1.0
+    strict = watermark_point(rec, "attacker-x", copy, v.schema, expected / 2)  # the config's alpha decides
+    assert strict.is_copy is False and strict.p_value == expected
+    assert watermark_point(rec, "attacker-y", copy, v.schema, 1e-6) == WatermarkVerdict(None, None, 0)
+    rec.close()

@@ -142,3 +142,42 @@ def test_example_detection_config_loads() -> None:
     dc = cfg.tiers["standard"].detection
     assert dc is not None and dc.baseline_rows_per_hour == 600 and dc.action_for(5.0) == "challenge"
     assert cfg.detect_path.name == "detect.db"
+
+
+class ScriptedMonitor:
+    """Stands in for a tier's detection monitor: reports the risk levels it is given, in order."""
+
+    def __init__(self, levels: list[float]) -> None:
+        self.levels = list(levels)
+
+    def observe(self, key: str, X: np.ndarray, probabilities: np.ndarray, ts: float | None = None) -> Any:
+        from extractguard.detect import Risk
+
+        return Risk(key, self.levels.pop(0), len(X))
+
+    def flush(self) -> None:
+        pass
+
+    def accounts(self) -> list[str]:
+        return []
+
+
+def test_a_sanction_survives_falling_risk(tmp_path: Path, victim) -> None:  # type: ignore[no-untyped-def]
+    """Actions only escalate: an account whose risk falls back stays challenged until an operator clears it."""
+    X = victim.pool()
+    with TestClient(create_app(gw_config(tmp_path, watched=RATE_ONLY))) as client:
+        gw = client.app.state.gateway
+        gw.detection.monitors["watched"] = ScriptedMonitor([2.5, 0.0, 0.5])
+        mallory = gw.keys.create("mallory", "watched")
+        assert post(client, mallory, X[:3]).status_code == 200  # risk 2.5: challenged from now on
+        r = post(client, mallory, X[3:4])
+        assert r.status_code == 428
+        token = solve(r.json()["challenge"]["nonce"], r.json()["challenge"]["bits"])
+        assert post(client, mallory, X[3:4], **{POW_HEADER: token}).status_code == 200  # risk falls to 0.0
+        assert gw.detection.action("mallory") == "challenge"
+        r = post(client, mallory, X[4:5])
+        assert r.status_code == 428  # still challenged
+        token = solve(r.json()["challenge"]["nonce"], r.json()["challenge"]["bits"])
+        assert post(client, mallory, X[4:5], **{POW_HEADER: token}).status_code == 200  # risk 0.5: still below flag
+        assert gw.detection.action("mallory") == "challenge" and post(client, mallory, X[5:6]).status_code == 428
+    assert [(e["previous"], e["action"]) for e in detection_records(tmp_path)] == [("none", "challenge")]

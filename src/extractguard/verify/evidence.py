@@ -203,10 +203,13 @@ def _check_test(i: int, t: dict[str, Any], problems: list[str]) -> float | None:
             elif t["method"] == "conditional":
                 n, p0 = int((ans != owner).sum()), 1.0 / (c - 1)
                 p = binomial_tail(k, n, p0)
-            else:
+            elif t["method"] == "control-bound":
                 cd = int((np.asarray(t["control_owner_labels"]) != np.asarray(t["control_suspect_labels"])).sum())
                 n, p0 = len(ans), clopper_pearson_upper(cd, len(t["control_suspect_labels"]), float(t["beta"]))
                 p = min(1.0, binomial_tail(k, n, p0) + float(t["beta"]))
+            else:  # a renamed method must not be checked as another test's numbers
+                problems.append(f"{where}: unknown watermark test method {t['method']!r} (rank, conditional or control-bound)")
+                return None
         elif t["name"] == "fingerprint":
             from extractguard.verify.fingerprint import null_rate
 
