@@ -1,0 +1,79 @@
+"""Text for language-model victims that ships with every Python: CPython's ``pydoc_data``.
+
+``pydoc_data.topics.topics`` is the reference documentation behind ``help("assert")`` etc.:
+~80 topics, ~465,000 characters of English prose with code samples, present in every CPython
+install (it is what ``pydoc`` shows offline).  We split it once, by paragraph, into three
+disjoint parts:
+
+- ``train``: what the victim LM learns from (~80 % of paragraphs);
+- ``heldout``: for the victim's held-out perplexity (every 10th paragraph);
+- ``attacker``: the attacker's own prompts, never seen in training (every 10th, offset 1).
+
+The split is fixed (no seed): every victim seed sees the same text, so victims differ only in
+their initialisation and batch order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from extractguard.errors import DataLoadError
+
+#: Paragraph index modulo this decides the part: 0 -> heldout, 1 -> attacker, else train.
+SPLIT_MODULUS = 10
+SOURCE = "CPython pydoc_data.topics (standard library reference text)"
+
+
+@dataclass(frozen=True)
+class TextCorpus:
+    """Three disjoint lists of paragraphs (plain text)."""
+
+    name: str
+    source: str
+    train: tuple[str, ...]
+    heldout: tuple[str, ...]
+    attacker: tuple[str, ...]
+
+    def sizes(self) -> dict[str, int]:
+        """Characters per part, for reports."""
+        return {part: sum(len(t) for t in getattr(self, part)) for part in ("train", "heldout", "attacker")}
+
+
+def _paragraphs(text: str) -> list[str]:
+    """Blank-line separated blocks, whitespace inside each block kept (code samples need it)."""
+    out = []
+    for block in text.split("\n\n"):
+        block = block.strip("\n")
+        if block.strip():
+            out.append(block)
+    return out
+
+
+def load_pydoc_corpus() -> TextCorpus:
+    """The ``pydoc`` corpus, split by paragraph (topics in sorted order, so the split is stable)."""
+    try:
+        from pydoc_data.topics import topics
+    except ImportError:  # pragma: no cover - some distributions strip it
+        raise DataLoadError("this Python lacks pydoc_data (the standard library's help text)") from None
+    paragraphs: list[str] = []
+    for key in sorted(topics):
+        paragraphs.extend(_paragraphs(topics[key]))
+    parts: dict[int, list[str]] = {0: [], 1: [], 2: []}
+    for i, para in enumerate(paragraphs):
+        parts[min(i % SPLIT_MODULUS, 2)].append(para)
+    if not parts[0] or not parts[1] or not parts[2]:
+        raise DataLoadError("pydoc_data.topics is too small to split")
+    return TextCorpus("pydoc", SOURCE, tuple(parts[2]), tuple(parts[0]), tuple(parts[1]))
+
+
+#: Corpora an LM victim can train on, by name.
+LM_CORPORA = {"pydoc": load_pydoc_corpus}
+
+
+def load_lm_corpus(name: str) -> TextCorpus:
+    """Look a corpus up by name; one clear error for an unknown one."""
+    try:
+        loader = LM_CORPORA[name]
+    except KeyError:
+        raise DataLoadError(f"unknown LM corpus {name!r}; known: {', '.join(sorted(LM_CORPORA))}") from None
+    return loader()
