@@ -1,0 +1,255 @@
+"""Softmax-bottleneck extraction: a language model's hidden size and output projection, read
+out of the logprobs its API returns.
+
+Carlini et al. (2024), "Stealing Part of a Production Language Model", and Finlayson et al.
+(2024), "Logits of API-Protected LLMs Leak Proprietary Information".  A decoder ends in
+``logits = W x`` with ``W`` of shape (vocab, hidden) and ``vocab >> hidden``, so every logit
+vector the model can ever produce lies in the ``hidden``-dimensional column space of ``W``.
+Stack the logit vectors of ``n > hidden`` different prompts into an (n, vocab) matrix: its
+singular values drop by orders of magnitude after the ``hidden``-th (the numerical rank), and
+its top right singular vectors span ``W``'s columns, i.e. recover ``W`` up to an
+(hidden x hidden) linear transform.
+
+Logprobs are ``logits - logsumexp(logits)``: each vector is shifted along the all-ones
+direction by an unknown amount.  We centre every vector (subtract its mean over the
+vocabulary), which removes that shift exactly; the price is that the projection is recovered
+up to the same centring, ``W - 1 mean(W)``, because adding a constant to a column of ``W``
+never changes any logprob (softmax is shift-invariant).  Errors are therefore measured against
+the centred true projection.
+
+API shapes (see :class:`extractguard.oracle.text.TextAnswerSpec`):
+
+- ``full``: one request per prompt returns the whole logprob vector;
+- ``topK+bias`` (K >= 2): the paper's reconstruction.  Bias a reference token and K-1 others
+  by +100 so exactly those K fill the top-K; the difference of two returned logprobs is the
+  difference of their logits (the normaliser and the equal biases cancel).  ``ceil((V-1)/(K-1))``
+  requests per prompt give the whole vector up to a shift, which centring removes;
+- ``top1+bias`` (Carlini et al. Sec. 5.4) is not implemented yet and is refused;
+- no logprobs, or top-K without ``logit_bias``, gives too little and is refused in one line.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from extractguard.errors import BudgetExceededError, ConfigurationError
+from extractguard.oracle.text import MAX_BIAS, TextOracle, TextOracleStats, TextRequest
+
+PAPERS = (
+    "Carlini et al. 2024, Stealing Part of a Production Language Model; "
+    "Finlayson et al. 2024, Logits of API-Protected LLMs Leak Proprietary Information"
+)
+
+
+@dataclass(frozen=True)
+class LogitSubspaceResult:
+    """What the attack learned, and what it cost.
+
+    ``hidden_size`` is ``None`` when no clear gap appeared within the budget (then the hidden
+    size is at least ``n_prompts - margin``).  ``projection`` (vocab, hidden_size) spans the
+    centred output projection's column space.
+    """
+
+    shape: str
+    hidden_size: int | None
+    projection: np.ndarray | None
+    singular_values: np.ndarray
+    gap_log10: float
+    n_prompts: int
+    stats: TextOracleStats
+
+    def aligned_rms_error(self, true_projection: np.ndarray) -> tuple[float, float]:
+        """RMS error of the recovered projection after the least-squares (hidden x hidden)
+        alignment ``min_G ||W_hat G - W_c||``, against the centred truth ``W_c``; also returned
+        relative to the RMS of ``W_c`` (so 0.01 means a 1 % error)."""
+        if self.projection is None:
+            raise ConfigurationError("the attack found no hidden size, so there is no projection to align")
+        truth = true_projection - true_projection.mean(axis=0, keepdims=True)
+        if truth.shape[0] != self.projection.shape[0]:
+            raise ConfigurationError(
+                f"true projection has {truth.shape[0]} rows, the recovered one {self.projection.shape[0]}"
+            )
+        G, *_ = np.linalg.lstsq(self.projection, truth, rcond=None)
+        rms = float(np.sqrt(np.mean((self.projection @ G - truth) ** 2)))
+        return rms, rms / float(np.sqrt(np.mean(truth**2)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "api_shape": self.shape,
+            "hidden_size_found": self.hidden_size,
+            "gap_log10": round(self.gap_log10, 2),
+            "prompts": self.n_prompts,
+            **self.stats.to_dict(),
+        }
+
+
+def numerical_rank(singular_values: np.ndarray) -> tuple[int, float]:
+    """The rank at the largest multiplicative drop between consecutive singular values, and that
+    drop in decades (log10).  A rank-h matrix plus rounding noise has its widest gap right after
+    the h-th value; every gap inside the signal or inside the noise floor is far smaller."""
+    s = np.maximum(np.asarray(singular_values, dtype=np.float64), 1e-300)
+    if len(s) < 2:
+        return len(s), 0.0
+    gaps = np.log10(s[:-1]) - np.log10(s[1:])
+    i = int(np.argmax(gaps))
+    return i + 1, float(gaps[i])
+
+
+class LogitSubspaceAttack:
+    """Query prompts in rounds until the spectrum shows a clear, confirmed gap.
+
+    Parameters
+    ----------
+    prompts_per_round:
+        Prompts added per round (one oracle batch).
+    margin:
+        The gap must sit at least this many singular values before the last one, so the noise
+        floor after it is observed, not assumed.
+    min_gap_log10:
+        Minimum drop, in decades, to call it a rank (float32 logits give ~4-6 decades).
+    max_prompts:
+        Stop (and report no hidden size) after this many prompts.
+    max_prompt_words:
+        Prompts are random prefixes of the attacker's paragraphs, up to this many words.
+    """
+
+    name = "logit-subspace"
+    papers = PAPERS
+
+    def __init__(
+        self,
+        prompts_per_round: int = 32,
+        margin: int = 16,
+        min_gap_log10: float = 3.0,
+        max_prompts: int = 1024,
+        max_prompt_words: int = 12,
+        bias: float = MAX_BIAS,
+        seed: int = 0,
+    ) -> None:
+        if prompts_per_round < 1 or margin < 1 or max_prompts < 2:
+            raise ConfigurationError("prompts_per_round, margin must be >= 1 and max_prompts >= 2")
+        self.prompts_per_round = prompts_per_round
+        self.margin = margin
+        self.min_gap_log10 = min_gap_log10
+        self.max_prompts = max_prompts
+        self.max_prompt_words = max_prompt_words
+        self.bias = bias
+        self.seed = seed
+
+    @staticmethod
+    def check_shape(oracle: TextOracle) -> str:
+        """The method this API shape allows ("full" or "topk-bias"), or one clear refusal."""
+        spec = oracle.spec
+        if spec.logprobs == "none":
+            raise ConfigurationError(
+                f"logit-subspace needs logprobs, but this API ({spec}) returns text only: nothing to measure"
+            )
+        if spec.logprobs == "full":
+            return "full"
+        if not spec.logit_bias:
+            raise ConfigurationError(
+                f"logit-subspace needs full logprobs or top-K logprobs with logit_bias; this API ({spec}) "
+                "only shows the top-K of each distribution"
+            )
+        if spec.top_k < 2:
+            raise ConfigurationError(
+                f"logit-subspace with top-1 logprobs + logit_bias ({spec}) is not implemented yet; "
+                "use an API shape with top-K >= 2 or full logprobs"
+            )
+        return "topk-bias"
+
+    def run(self, oracle: TextOracle, attacker_texts: Sequence[str]) -> LogitSubspaceResult:
+        """Extract from ``oracle`` using prompts drawn from ``attacker_texts``."""
+        method = self.check_shape(oracle)
+        prompts = self._prompts(oracle, attacker_texts)
+        rows: list[np.ndarray] = []
+        s = np.zeros(0)
+        rank, gap, basis = None, 0.0, None
+        for start in range(0, len(prompts), self.prompts_per_round):
+            batch = prompts[start : start + self.prompts_per_round]
+            try:
+                rows.extend(self._full(oracle, batch) if method == "full" else self._topk_bias(oracle, batch))
+            except BudgetExceededError:
+                break
+            Q = np.stack(rows)
+            Q = Q - Q.mean(axis=1, keepdims=True)  # remove the unknown logsumexp shift per vector
+            _, s, vt = np.linalg.svd(Q, full_matrices=False)
+            r, g = numerical_rank(s)
+            if g >= self.min_gap_log10 and r <= len(rows) - self.margin:
+                rank, gap, basis = r, g, vt[:r].T * s[:r]
+                break
+            gap = g
+        return LogitSubspaceResult(str(oracle.spec), rank, basis, s, gap, len(rows), oracle.stats())
+
+    # -- prompts and per-shape logit reconstruction --------------------------------------------
+
+    def _prompts(self, oracle: TextOracle, texts: Sequence[str]) -> list[str]:
+        """Distinct random word-prefixes of the attacker's texts that fit the context."""
+        rng = np.random.default_rng(self.seed)
+        words = [t.split() for t in texts if t.split()]
+        if not words:
+            raise ConfigurationError("logit-subspace needs some attacker text to build prompts from")
+        seen: set[str] = set()
+        out: list[str] = []
+        for _ in range(20 * self.max_prompts):
+            if len(out) >= self.max_prompts:
+                break
+            w = words[int(rng.integers(len(words)))]
+            n = int(rng.integers(1, min(len(w), self.max_prompt_words) + 1))
+            start = int(rng.integers(0, len(w) - n + 1))
+            p = " ".join(w[start : start + n])
+            if p not in seen and oracle.count_tokens(p) + 1 <= oracle.context_length:
+                seen.add(p)
+                out.append(p)
+        return out
+
+    def _full(self, oracle: TextOracle, prompts: list[str]) -> list[np.ndarray]:
+        V = oracle.vocab_size
+        answers = oracle.complete([TextRequest(p, max_tokens=1, temperature=0.0, logprobs=V) for p in prompts])
+        rows = []
+        for a in answers:
+            assert a.top_ids is not None and a.top_logprobs is not None
+            v = np.empty(V)
+            v[a.top_ids[0]] = a.top_logprobs[0]
+            rows.append(v)
+        return rows
+
+    def _topk_bias(self, oracle: TextOracle, prompts: list[str]) -> list[np.ndarray]:
+        """Logit differences to reference token 0, K-1 new tokens per request (all K biased
+        equally, so they are exactly the top-K and the bias cancels in differences)."""
+        V, K = oracle.vocab_size, oracle.spec.top_k
+        ref = 0
+        others = np.arange(1, V)
+        groups = [others[i : i + K - 1] for i in range(0, len(others), K - 1)]
+        requests = [
+            TextRequest(p, max_tokens=1, temperature=0.0, logprobs=K, logit_bias={ref: self.bias, **{int(t): self.bias for t in g}})
+            for p in prompts
+            for g in groups
+        ]
+        answers = oracle.complete(requests)
+        rows = []
+        per = len(groups)
+        for j in range(len(prompts)):
+            v = np.zeros(V)
+            for a, g in zip(answers[j * per : (j + 1) * per], groups):
+                assert a.top_ids is not None and a.top_logprobs is not None
+                got = dict(zip(a.top_ids[0].tolist(), a.top_logprobs[0].tolist()))
+                if ref not in got or any(int(t) not in got for t in g):
+                    raise ConfigurationError(
+                        "logit_bias did not move the chosen tokens into the top-K (logit range above "
+                        f"{self.bias:g}?); the top-K reconstruction cannot proceed"
+                    )
+                for t in g:
+                    v[int(t)] = got[int(t)] - got[ref]
+            rows.append(v)
+        return rows
+
+
+def expected_requests(vocab_size: int, top_k: int) -> int:
+    """Requests per prompt for the top-K + logit-bias reconstruction."""
+    return math.ceil((vocab_size - 1) / (top_k - 1))
