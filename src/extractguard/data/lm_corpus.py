@@ -3,7 +3,7 @@
 ``pydoc_data.topics.topics`` is the reference documentation behind ``help("assert")`` etc.:
 ~80 topics, ~465,000 characters of English prose with code samples, present in every CPython
 install (it is what ``pydoc`` shows offline).  We split it once, by paragraph, into three
-disjoint parts:
+disjoint parts (repeated paragraphs kept once, so no text is in two parts):
 
 - ``train``: what the victim LM learns from (~80 % of paragraphs);
 - ``heldout``: for the victim's held-out perplexity (every 10th paragraph);
@@ -56,8 +56,12 @@ def load_pydoc_corpus() -> TextCorpus:
     except ImportError:  # pragma: no cover - some distributions strip it
         raise DataLoadError("this Python lacks pydoc_data (the standard library's help text)") from None
     paragraphs: list[str] = []
+    seen: set[str] = set()
     for key in sorted(topics):
-        paragraphs.extend(_paragraphs(topics[key]))
+        for para in _paragraphs(topics[key]):
+            if para not in seen:  # repeated examples would leak between the parts
+                seen.add(para)
+                paragraphs.append(para)
     parts: dict[int, list[str]] = {0: [], 1: [], 2: []}
     for i, para in enumerate(paragraphs):
         parts[min(i % SPLIT_MODULUS, 2)].append(para)

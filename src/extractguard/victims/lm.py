@@ -351,7 +351,7 @@ def build_lm_victim(
         tokenizer.save(str(tmp / "tokenizer.json"))
         torch.save(module.state_dict(), tmp / "model.pt")
         meta = {"heldout_perplexity": ppl, "train_seconds": wall, "train_cpu_seconds": time.process_time() - t0[0]}
-        (tmp / "meta.json").write_text(json.dumps({**meta, **victim.describe()}, indent=1))
+        (tmp / "meta.json").write_text(json.dumps({**victim.describe(), **meta}, indent=1))
         if path.exists():
             shutil.rmtree(path, ignore_errors=True)
         os.replace(tmp, path)
