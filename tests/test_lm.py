@@ -210,13 +210,67 @@ def test_topk_with_logit_bias_reconstructs_the_same_subspace(hidden, seed) -> No
     assert result.stats.requests == per_prompt * result.n_prompts
 
 
-@pytest.mark.parametrize("shape", ["text", "text+bias", "top5", "top1+bias"])
+@pytest.mark.parametrize("shape", ["text", "text+bias", "top5", "top1"])
 def test_shapes_that_give_too_little_are_refused_in_one_line(shape) -> None:
     oracle = tiny().oracle(TextAnswerSpec.parse(shape))
     with pytest.raises(ConfigurationError) as info:
         LogitSubspaceAttack().run(oracle, tiny().corpus.attacker)
     assert "\n" not in str(info.value) and "logit-subspace" in str(info.value)
     assert oracle.stats().requests == 0
+
+
+def test_top1_with_logit_bias_finds_hidden_size() -> None:
+    v = tiny(16, 2)
+    oracle = v.oracle(TextAnswerSpec.parse("top1+bias"))
+    result = LogitSubspaceAttack(seed=2).run(oracle, v.corpus.attacker)
+    assert result.hidden_size == 16
+    assert result.aligned_rms_error(v.output_projection())[1] < 1e-3
+
+
+class LowRankLM:
+    """A synthetic 'model' whose logits are W x(prompt) with a wide range (tens of nats), so the
+    top-1 reconstruction needs its second pass; no torch involved."""
+
+    vocab_size, context_length = 300, 64
+
+    def __init__(self, hidden: int, scale: float, seed: int) -> None:
+        self.W = np.random.default_rng(seed).normal(size=(self.vocab_size, hidden)) * scale
+        self.hidden = hidden
+
+    def encode(self, text):
+        return [0, *text.encode()[:40]]
+
+    def decode(self, ids):
+        return ""
+
+    def prefill(self, prompts):
+        X = np.stack([np.random.default_rng(list(p)).normal(size=self.hidden) for p in prompts])
+        return X @ self.W.T, None
+
+    def extend(self, cache, tokens):  # pragma: no cover - one-token requests only
+        raise NotImplementedError
+
+
+@pytest.mark.parametrize("shape", ["full", "top4+bias", "top1+bias"])
+def test_every_shape_reconstructs_exact_logprobs_of_a_wide_range_model(shape) -> None:
+    lm = LowRankLM(hidden=8, scale=3.0, seed=0)
+    prompts = ["alpha beta", "gamma", "delta epsilon zeta"]
+    truth = TextOracle(lm, TextAnswerSpec.parse("full")).complete(
+        [TextRequest(p, max_tokens=1, logprobs=lm.vocab_size) for p in prompts]
+    )
+    oracle = TextOracle(lm, TextAnswerSpec.parse(shape))
+    rows = LogitSubspaceAttack().reconstruct(oracle, prompts)
+    for row, a in zip(rows, truth):
+        want = np.empty(lm.vocab_size)
+        want[a.top_ids[0]] = a.top_logprobs[0]
+        assert np.ptp(want) > 20  # the regime where a single fixed bias would not do
+        got, want = row - row.mean(), want - want.mean()
+        assert np.abs(got - want).max() < 1e-8
+    if shape == "top1+bias":
+        assert oracle.stats().requests > len(prompts) * lm.vocab_size  # the second pass ran
+    texts = [f"w{i} x{7 * i} y{13 * i}" for i in range(40)]
+    result = LogitSubspaceAttack(prompts_per_round=8, margin=8).run(TextOracle(lm, TextAnswerSpec.parse(shape)), texts)
+    assert result.hidden_size == 8
 
 
 def test_budget_too_small_reports_no_hidden_size() -> None:

@@ -24,7 +24,16 @@ API shapes (see :class:`extractguard.oracle.text.TextAnswerSpec`):
   by +100 so exactly those K fill the top-K; the difference of two returned logprobs is the
   difference of their logits (the normaliser and the equal biases cancel).  ``ceil((V-1)/(K-1))``
   requests per prompt give the whole vector up to a shift, which centring removes;
-- ``top1+bias`` (Carlini et al. Sec. 5.4) is not implemented yet and is refused;
+- ``top1+bias``: only the top token's logprob is returned.  One unbiased request gives the top
+  token ``t`` and its logprob ``p_t``.  Biasing token ``i`` by ``B`` then returns either ``i``
+  (it became the top) with logprob ``y``, whence ``p_i = y - log(e^y + e^B (1 - e^y))``, or
+  still ``t`` with logprob ``y``, whence ``p_i = log(e^(p_t - y) - 1) - log(e^B - 1)``.  Both
+  are exact, but lose precision when the bias is far too small (the change in ``y`` drowns in
+  rounding) or far too large (the rest of the distribution vanishes), so a first pass uses
+  ``B = 10`` for every token and later passes re-ask only the imprecise ones, with
+  ``B = p_t - p_i + 3`` from the coarse estimate (or 30 more/less when nothing was visible),
+  which makes them the top by a margin that keeps the rest visible.  About ``V`` to ``2V``
+  requests per prompt (Carlini et al. 2024, Sec. 5, derive the same identities);
 - no logprobs, or top-K without ``logit_bias``, gives too little and is refused in one line.
 """
 
@@ -156,12 +165,7 @@ class LogitSubspaceAttack:
                 f"logit-subspace needs full logprobs or top-K logprobs with logit_bias; this API ({spec}) "
                 "only shows the top-K of each distribution"
             )
-        if spec.top_k < 2:
-            raise ConfigurationError(
-                f"logit-subspace with top-1 logprobs + logit_bias ({spec}) is not implemented yet; "
-                "use an API shape with top-K >= 2 or full logprobs"
-            )
-        return "topk-bias"
+        return "topk-bias" if spec.top_k >= 2 else "top1-bias"
 
     def run(self, oracle: TextOracle, attacker_texts: Sequence[str]) -> LogitSubspaceResult:
         """Extract from ``oracle`` using prompts drawn from ``attacker_texts``."""
@@ -173,7 +177,7 @@ class LogitSubspaceAttack:
         for start in range(0, len(prompts), self.prompts_per_round):
             batch = prompts[start : start + self.prompts_per_round]
             try:
-                rows.extend(self._full(oracle, batch) if method == "full" else self._topk_bias(oracle, batch))
+                rows.extend(self.reconstruct(oracle, batch, method))
             except BudgetExceededError:
                 break
             Q = np.stack(rows)
@@ -185,6 +189,12 @@ class LogitSubspaceAttack:
                 break
             gap = g
         return LogitSubspaceResult(str(oracle.spec), rank, basis, s, gap, len(rows), oracle.stats())
+
+    def reconstruct(self, oracle: TextOracle, prompts: list[str], method: str | None = None) -> list[np.ndarray]:
+        """The next-token logprob vector after each prompt, up to an additive constant per
+        vector, by whatever means the API shape allows (refused in one line if it allows none)."""
+        method = method or self.check_shape(oracle)
+        return self._methods[method](self, oracle, prompts)
 
     # -- prompts and per-shape logit reconstruction --------------------------------------------
 
@@ -248,6 +258,67 @@ class LogitSubspaceAttack:
                     v[int(t)] = got[int(t)] - got[ref]
             rows.append(v)
         return rows
+
+
+    def _top1_bias(self, oracle: TextOracle, prompts: list[str]) -> list[np.ndarray]:
+        """Full logprob vectors from the top-1 logprob alone (see the module docstring)."""
+        V = oracle.vocab_size
+        base = oracle.complete([TextRequest(p, max_tokens=1, temperature=0.0, logprobs=1) for p in prompts])
+        tops = []
+        for a in base:
+            assert a.top_ids is not None and a.top_logprobs is not None
+            tops.append((int(a.top_ids[0, 0]), float(a.top_logprobs[0, 0])))
+        rows = [np.full(V, np.nan) for _ in prompts]
+        for j, (t, p_t) in enumerate(tops):
+            rows[j][t] = p_t
+        asks = [(j, i, FIRST_PASS_BIAS) for j, (t, _) in enumerate(tops) for i in range(V) if i != t]
+        for _ in range(MAX_PASSES):
+            answers = oracle.complete(
+                [TextRequest(prompts[j], max_tokens=1, temperature=0.0, logprobs=1, logit_bias={i: b}) for j, i, b in asks]
+            )
+            retry = []
+            for (j, i, b), a in zip(asks, answers):
+                assert a.top_ids is not None and a.top_logprobs is not None
+                top, y = int(a.top_ids[0, 0]), float(a.top_logprobs[0, 0])
+                t, p_t = tops[j]
+                if top == i:  # lifted to the top: y = p_i + b - log(1 + (e^b - 1) e^p_i)
+                    if y < -PRECISE:
+                        rows[j][i] = y - np.logaddexp(y, b + np.log(-np.expm1(y)))
+                        continue
+                    # Overshot: the rest of the distribution is (nearly) invisible; aim lower.
+                    estimate = y - np.logaddexp(y, b + np.log(-np.expm1(y))) if y < 0 else None
+                    retry.append((j, i, b - OVERSHOOT_STEP if estimate is None else p_t - estimate + 3.0))
+                    continue
+                d = p_t - y  # still below the top: d = log(1 + (e^b - 1) e^p_i)
+                if d > PRECISE:
+                    rows[j][i] = float(np.log(np.expm1(d)) - np.log(np.expm1(b)))
+                elif d > 0:  # visible but imprecise: aim from the coarse estimate
+                    retry.append((j, i, p_t - float(np.log(np.expm1(d)) - np.log(np.expm1(b))) + 3.0))
+                elif b < self.bias:
+                    retry.append((j, i, b + OVERSHOOT_STEP))
+                else:
+                    raise ConfigurationError(
+                        f"a bias of {b:g} could not lift token {i} high enough to read its logprob; "
+                        "the top-1 reconstruction cannot proceed"
+                    )
+            if not retry:
+                break
+            asks = [(j, i, float(np.clip(b, -self.bias, self.bias))) for j, i, b in retry]
+        else:
+            raise ConfigurationError(
+                f"the top-1 reconstruction did not settle within {MAX_PASSES} passes of logit_bias requests"
+            )
+        return rows
+
+    _methods = {"full": _full, "topk-bias": _topk_bias, "top1-bias": _top1_bias}
+
+
+#: Top-1 reconstruction: first-pass bias; step when the answer shows nothing; the smallest
+#: logprob change read as precise (float64 answers); passes before giving up.
+FIRST_PASS_BIAS = 10.0
+OVERSHOOT_STEP = 30.0
+PRECISE = 1e-6
+MAX_PASSES = 6
 
 
 def expected_requests(vocab_size: int, top_k: int) -> int:
