@@ -236,10 +236,9 @@ class LogitSubspaceAttack:
         ref = 0
         others = np.arange(1, V)
         groups = [others[i : i + K - 1] for i in range(0, len(others), K - 1)]
+        biases = [{ref: self.bias, **{int(t): self.bias for t in g}} for g in groups]
         requests = [
-            TextRequest(p, max_tokens=1, temperature=0.0, logprobs=K, logit_bias={ref: self.bias, **{int(t): self.bias for t in g}})
-            for p in prompts
-            for g in groups
+            TextRequest(p, max_tokens=1, temperature=0.0, logprobs=K, logit_bias=b) for p in prompts for b in biases
         ]
         answers = oracle.complete(requests)
         rows = []
@@ -274,7 +273,10 @@ class LogitSubspaceAttack:
         asks = [(j, i, FIRST_PASS_BIAS) for j, (t, _) in enumerate(tops) for i in range(V) if i != t]
         for _ in range(MAX_PASSES):
             answers = oracle.complete(
-                [TextRequest(prompts[j], max_tokens=1, temperature=0.0, logprobs=1, logit_bias={i: b}) for j, i, b in asks]
+                [
+                    TextRequest(prompts[j], max_tokens=1, temperature=0.0, logprobs=1, logit_bias={i: b})
+                    for j, i, b in asks
+                ]
             )
             retry = []
             for (j, i, b), a in zip(asks, answers):

@@ -174,7 +174,8 @@ def perplexity(module: torch.nn.Module, stream: np.ndarray, context: int) -> flo
     with torch.no_grad():
         for i in range(0, n, 64):
             logits, _ = module(x[i : i + 64])
-            total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y[i : i + 64].reshape(-1), reduction="sum").item()
+            flat = logits.reshape(-1, logits.shape[-1])
+            total += F.cross_entropy(flat, y[i : i + 64].reshape(-1), reduction="sum").item()
     return math.exp(total / (n * context))
 
 
@@ -335,12 +336,14 @@ def build_lm_victim(
             module = _build_module(config)
             module.load_state_dict(torch.load(path / "model.pt", weights_only=True))
             module.eval()
-            return LMVictim(name, config, seed, corpus, tokenizer, module, meta["heldout_perplexity"], meta["train_seconds"])
+            ppl, seconds = meta["heldout_perplexity"], meta["train_seconds"]
+            return LMVictim(name, config, seed, corpus, tokenizer, module, ppl, seconds)
         except Exception:  # noqa: BLE001 - corrupt or stale cache (tokenizers raises bare Exception): retrain
             pass
     t0 = time.process_time(), time.perf_counter()
     tokenizer = train_tokenizer(corpus.train, config.vocab_size)
-    config = replace(config, vocab_size=tokenizer.get_vocab_size()) if tokenizer.get_vocab_size() != config.vocab_size else config
+    if tokenizer.get_vocab_size() != config.vocab_size:  # a small corpus may not fill the vocabulary
+        config = replace(config, vocab_size=tokenizer.get_vocab_size())
     module = train_lm(config, token_stream(tokenizer, corpus.train), seed)
     wall = time.perf_counter() - t0[1]
     ppl = perplexity(module, token_stream(tokenizer, corpus.heldout), config.context)
