@@ -5,9 +5,11 @@
 install (it is what ``pydoc`` shows offline).  We split it once, by paragraph, into three
 disjoint parts (repeated paragraphs kept once, so no text is in two parts):
 
-- ``train``: what the victim LM learns from (~80 % of paragraphs);
+- ``train``: what the victim LM learns from (~70 % of paragraphs);
 - ``heldout``: for the victim's held-out perplexity (every 10th paragraph);
-- ``attacker``: the attacker's own prompts, never seen in training (every 10th, offset 1).
+- ``attacker``: the attacker's own prompts, never seen in training (every 10th, offset 1);
+- ``validation``: for early stopping while training (every 10th, offset 2), so the held-out
+  perplexity is not chosen on the text it is reported on.
 
 The split is fixed (no seed): every victim seed sees the same text, so victims differ only in
 their initialisation and batch order.
@@ -19,24 +21,27 @@ from dataclasses import dataclass
 
 from extractguard.errors import DataLoadError
 
-#: Paragraph index modulo this decides the part: 0 -> heldout, 1 -> attacker, else train.
+#: Paragraph index modulo this decides the part: 0 -> heldout, 1 -> attacker, 2 -> validation,
+#: else train.
 SPLIT_MODULUS = 10
 SOURCE = "CPython pydoc_data.topics (standard library reference text)"
 
 
 @dataclass(frozen=True)
 class TextCorpus:
-    """Three disjoint lists of paragraphs (plain text)."""
+    """Four disjoint lists of paragraphs (plain text)."""
 
     name: str
     source: str
     train: tuple[str, ...]
     heldout: tuple[str, ...]
     attacker: tuple[str, ...]
+    validation: tuple[str, ...]
 
     def sizes(self) -> dict[str, int]:
         """Characters per part, for reports."""
-        return {part: sum(len(t) for t in getattr(self, part)) for part in ("train", "heldout", "attacker")}
+        parts = ("train", "heldout", "attacker", "validation")
+        return {part: sum(len(t) for t in getattr(self, part)) for part in parts}
 
 
 def _paragraphs(text: str) -> list[str]:
@@ -62,12 +67,12 @@ def load_pydoc_corpus() -> TextCorpus:
             if para not in seen:  # repeated examples would leak between the parts
                 seen.add(para)
                 paragraphs.append(para)
-    parts: dict[int, list[str]] = {0: [], 1: [], 2: []}
+    parts: dict[int, list[str]] = {0: [], 1: [], 2: [], 3: []}
     for i, para in enumerate(paragraphs):
-        parts[min(i % SPLIT_MODULUS, 2)].append(para)
-    if not parts[0] or not parts[1] or not parts[2]:
+        parts[min(i % SPLIT_MODULUS, 3)].append(para)
+    if not all(parts.values()):
         raise DataLoadError("pydoc_data.topics is too small to split")
-    return TextCorpus("pydoc", SOURCE, tuple(parts[2]), tuple(parts[0]), tuple(parts[1]))
+    return TextCorpus("pydoc", SOURCE, tuple(parts[3]), tuple(parts[0]), tuple(parts[1]), tuple(parts[2]))
 
 
 #: Corpora an LM victim can train on, by name.

@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # torch and tokenizers load only when a victim is built
     from extractguard.oracle.text import TextAnswerSpec, TextOracle, TokenBudget
 
 #: Bump when the recipe changes, so stale cached weights are not reused.
-LM_VERSION = 1
+LM_VERSION = 2
 #: Separates documents in training and starts every prompt (GPT-2's convention).
 BOS = "<|endoftext|>"
 
@@ -56,6 +56,8 @@ class LMConfig:
     batch_size: int = 32
     lr: float = 3e-3
     warmup: int = 100
+    #: Validation loss is checked this often; the best checkpoint is kept (early stopping).
+    eval_every: int = 100
 
     def __post_init__(self) -> None:
         if self.hidden % self.heads:
@@ -72,7 +74,9 @@ LM_VICTIMS: dict[str, LMConfig] = {
     "pydoc-lm128": LMConfig(hidden=128, heads=4),
 }
 #: A victim that trains in about a second, for tests.
-TINY_LM = LMConfig(vocab_size=400, hidden=16, layers=1, heads=2, context=32, steps=40, batch_size=16, warmup=5)
+TINY_LM = LMConfig(
+    vocab_size=400, hidden=16, layers=1, heads=2, context=32, steps=40, batch_size=16, warmup=5, eval_every=20
+)
 
 
 def _build_module(config: LMConfig) -> torch.nn.Module:
@@ -161,6 +165,11 @@ def token_stream(tokenizer: Tokenizer, texts: tuple[str, ...] | list[str]) -> np
 
 def perplexity(module: torch.nn.Module, stream: np.ndarray, context: int) -> float:
     """exp(mean next-token cross-entropy) over non-overlapping windows of ``context`` tokens."""
+    return math.exp(mean_loss(module, stream, context))
+
+
+def mean_loss(module: torch.nn.Module, stream: np.ndarray, context: int) -> float:
+    """Mean next-token cross-entropy (nats) over non-overlapping windows of ``context`` tokens."""
     import torch
     from torch.nn import functional as F
 
@@ -176,11 +185,15 @@ def perplexity(module: torch.nn.Module, stream: np.ndarray, context: int) -> flo
             logits, _ = module(x[i : i + 64])
             flat = logits.reshape(-1, logits.shape[-1])
             total += F.cross_entropy(flat, y[i : i + 64].reshape(-1), reduction="sum").item()
-    return math.exp(total / (n * context))
+    return total / (n * context)
 
 
-def train_lm(config: LMConfig, stream: np.ndarray, seed: int) -> torch.nn.Module:
-    """AdamW on random windows of the training stream, linear warm-up then cosine decay."""
+def train_lm(
+    config: LMConfig, stream: np.ndarray, seed: int, validation: np.ndarray
+) -> tuple[torch.nn.Module, int]:
+    """AdamW on random windows of the training stream, linear warm-up then cosine decay; the
+    checkpoint with the lowest validation loss is kept (the corpus is small: ~100k tokens, so
+    the wider model overfits well before the last step).  Returns it and its step."""
     import torch
     from torch.nn import functional as F
 
@@ -198,7 +211,8 @@ def train_lm(config: LMConfig, stream: np.ndarray, seed: int) -> torch.nn.Module
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     module.train()
     span = config.context + 1
-    for _ in range(config.steps):
+    best_loss, best_step, best_state = math.inf, 0, None
+    for step in range(1, config.steps + 1):
         starts = rng.integers(0, len(stream) - span, size=config.batch_size)
         batch = torch.as_tensor(np.stack([stream[s : s + span] for s in starts]))
         logits, _ = module(batch[:, :-1])
@@ -208,8 +222,16 @@ def train_lm(config: LMConfig, stream: np.ndarray, seed: int) -> torch.nn.Module
         torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
         opt.step()
         sched.step()
+        if step % config.eval_every == 0 or step == config.steps:
+            loss_now = mean_loss(module, validation, config.context)
+            module.train()
+            if loss_now < best_loss:
+                best_loss, best_step = loss_now, step
+                best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    if best_state is not None:
+        module.load_state_dict(best_state)
     module.eval()
-    return module
+    return module, best_step
 
 
 class TorchLanguageModel:
@@ -271,6 +293,7 @@ class LMVictim:
     module: torch.nn.Module
     heldout_perplexity: float
     train_seconds: float
+    best_step: int
 
     @property
     def hidden_size(self) -> int:
@@ -300,6 +323,7 @@ class LMVictim:
             "parameters": sum(p.numel() for p in self.module.parameters()),
             "heldout_perplexity": round(self.heldout_perplexity, 3),
             "train_seconds": round(self.train_seconds, 1),
+            "best_step": self.best_step,
         }
 
 
@@ -336,18 +360,19 @@ def build_lm_victim(
             module = _build_module(config)
             module.load_state_dict(torch.load(path / "model.pt", weights_only=True))
             module.eval()
-            ppl, seconds = meta["heldout_perplexity"], meta["train_seconds"]
-            return LMVictim(name, config, seed, corpus, tokenizer, module, ppl, seconds)
+            ppl, seconds, best = meta["heldout_perplexity"], meta["train_seconds"], meta["best_step"]
+            return LMVictim(name, config, seed, corpus, tokenizer, module, ppl, seconds, best)
         except Exception:  # noqa: BLE001 - corrupt or stale cache (tokenizers raises bare Exception): retrain
             pass
     t0 = time.process_time(), time.perf_counter()
     tokenizer = train_tokenizer(corpus.train, config.vocab_size)
     if tokenizer.get_vocab_size() != config.vocab_size:  # a small corpus may not fill the vocabulary
         config = replace(config, vocab_size=tokenizer.get_vocab_size())
-    module = train_lm(config, token_stream(tokenizer, corpus.train), seed)
+    validation = token_stream(tokenizer, corpus.validation)
+    module, best = train_lm(config, token_stream(tokenizer, corpus.train), seed, validation)
     wall = time.perf_counter() - t0[1]
     ppl = perplexity(module, token_stream(tokenizer, corpus.heldout), config.context)
-    victim = LMVictim(name, config, seed, corpus, tokenizer, module, ppl, wall)
+    victim = LMVictim(name, config, seed, corpus, tokenizer, module, ppl, wall, best)
     if path is not None:
         tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
         tmp.mkdir(parents=True, exist_ok=True)
