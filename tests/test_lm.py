@@ -176,11 +176,24 @@ def test_sampling_is_seeded() -> None:
 # -- the softmax-bottleneck attack ----------------------------------------------------------------
 
 
-def test_numerical_rank_finds_the_gap() -> None:
+def test_numerical_rank_measures_against_the_noise_floor() -> None:
     rng = np.random.default_rng(0)
-    M = rng.normal(size=(60, 7)) @ rng.normal(size=(7, 200)) + 1e-7 * rng.normal(size=(60, 200))
-    rank, gap = numerical_rank(np.linalg.svd(M, compute_uv=False))
-    assert rank == 7 and gap > 5
+    # Rank 7, the 7th direction 100x weaker (like a small LayerNorm bias), noise 1e-7.
+    scales = np.array([1, 1, 1, 1, 1, 1, 0.01])
+    M = (rng.normal(size=(60, 7)) * scales) @ rng.normal(size=(7, 200)) + 1e-7 * rng.normal(size=(60, 200))
+    s = np.linalg.svd(M, compute_uv=False)
+    rank, gap = numerical_rank(s)
+    assert rank == 7 and gap > 3
+    # With the 7th direction 10^4 times weaker, the largest drop is inside the signal and would
+    # say 6; the floor still says 7.
+    scales[-1] = 1e-4
+    M = (rng.normal(size=(60, 7)) * scales) @ rng.normal(size=(7, 200)) + 1e-7 * rng.normal(size=(60, 200))
+    s_weak = np.linalg.svd(M, compute_uv=False)
+    assert np.argmax(-np.diff(np.log10(s_weak))) + 1 == 6
+    assert numerical_rank(s_weak)[0] == 7
+    # No floor (full rank), or too few trailing values: no answer rather than a guess.
+    assert numerical_rank(np.linalg.svd(rng.normal(size=(60, 200)), compute_uv=False))[0] is None
+    assert numerical_rank(s[:20])[0] is None
 
 
 @pytest.mark.parametrize("hidden", [16, 24])

@@ -97,16 +97,39 @@ class LogitSubspaceResult:
         }
 
 
-def numerical_rank(singular_values: np.ndarray) -> tuple[int, float]:
-    """The rank at the largest multiplicative drop between consecutive singular values, and that
-    drop in decades (log10).  A rank-h matrix plus rounding noise has its widest gap right after
-    the h-th value; every gap inside the signal or inside the noise floor is far smaller."""
-    s = np.maximum(np.asarray(singular_values, dtype=np.float64), 1e-300)
-    if len(s) < 2:
-        return len(s), 0.0
-    gaps = np.log10(s[:-1]) - np.log10(s[1:])
-    i = int(np.argmax(gaps))
-    return i + 1, float(gaps[i])
+def numerical_rank(
+    singular_values: np.ndarray,
+    tail: int = 16,
+    min_gap_log10: float = 2.0,
+    noise_spread_log10: float = 1.0,
+    min_floor_depth_log10: float = 5.0,
+) -> tuple[int | None, float]:
+    """The rank of a signal-plus-rounding-noise matrix, measured against its observed noise floor.
+
+    The last ``tail`` singular values are taken as the floor; they must lie at least
+    ``min_floor_depth_log10`` decades below the largest value (rounding noise of float32 logits
+    sits ~7 decades down; a tail that is still signal does not).  The rank is the number of values
+    more than ``min_gap_log10`` decades above the floor's top, and it is accepted only if every
+    other value is within ``noise_spread_log10`` of it (a noise bulk spreads, but not by decades),
+    i.e. the spectrum splits cleanly into signal and noise.  Returns ``(rank or None, drop in
+    decades at the rank)``.
+
+    Why not simply the largest drop: in a decoder whose final LayerNorm has a small bias, the
+    ``h``-th direction (the bias) is weak, and the drop *inside* the signal before it was two
+    decades on our victims, close to the drop into the noise (three).
+    """
+    log = np.log10(np.maximum(np.asarray(singular_values, dtype=np.float64), 1e-300))
+    if len(log) <= tail:
+        return None, 0.0
+    floor_top = float(log[-tail:].max())
+    if log[0] - floor_top < min_floor_depth_log10:
+        return None, 0.0  # the tail is not at rounding level: no floor observed yet
+    signal = log > floor_top + min_gap_log10
+    noise = log <= floor_top + noise_spread_log10
+    rank = int(signal.sum())
+    if rank == 0 or rank > len(log) - tail or not (signal | noise).all():
+        return None, 0.0
+    return rank, float(log[rank - 1] - log[rank])
 
 
 class LogitSubspaceAttack:
@@ -117,10 +140,11 @@ class LogitSubspaceAttack:
     prompts_per_round:
         Prompts added per round (one oracle batch).
     margin:
-        The gap must sit at least this many singular values before the last one, so the noise
-        floor after it is observed, not assumed.
+        This many trailing singular values must be at the noise floor, so the floor is
+        observed, not assumed (see :func:`numerical_rank`).
     min_gap_log10:
-        Minimum drop, in decades, to call it a rank (float32 logits give ~4-6 decades).
+        How far above the floor's top, in decades, a singular value must be to count as signal
+        (float32 logits put the floor 3-4 decades below the weakest signal direction).
     max_prompts:
         Stop (and report no hidden size) after this many prompts.
     max_prompt_words:
@@ -134,7 +158,7 @@ class LogitSubspaceAttack:
         self,
         prompts_per_round: int = 32,
         margin: int = 16,
-        min_gap_log10: float = 3.0,
+        min_gap_log10: float = 2.0,
         max_prompts: int = 1024,
         max_prompt_words: int = 12,
         bias: float = MAX_BIAS,
@@ -183,11 +207,10 @@ class LogitSubspaceAttack:
             Q = np.stack(rows)
             Q = Q - Q.mean(axis=1, keepdims=True)  # remove the unknown logsumexp shift per vector
             _, s, vt = np.linalg.svd(Q, full_matrices=False)
-            r, g = numerical_rank(s)
-            if g >= self.min_gap_log10 and r <= len(rows) - self.margin:
-                rank, gap, basis = r, g, vt[:r].T * s[:r]
+            r, gap = numerical_rank(s, self.margin, self.min_gap_log10)
+            if r is not None:
+                rank, basis = r, vt[:r].T * s[:r]
                 break
-            gap = g
         return LogitSubspaceResult(str(oracle.spec), rank, basis, s, gap, len(rows), oracle.stats())
 
     def reconstruct(self, oracle: TextOracle, prompts: list[str], method: str | None = None) -> list[np.ndarray]:
