@@ -176,7 +176,8 @@ class LogitSubspaceAttack:
 
     @staticmethod
     def check_shape(oracle: TextOracle) -> str:
-        """The method this API shape allows ("full" or "topk-bias"), or one clear refusal."""
+        """The method this API shape allows ("full", "topk-bias" or "top1-bias"), or one clear
+        refusal raised before any query is paid."""
         spec = oracle.spec
         if spec.logprobs == "none":
             raise ConfigurationError(

@@ -7,7 +7,7 @@ top alternatives to return per generated token) and ``logit_bias`` (token id -> 
 asking for more is refused.
 
 The budget counts requests and tokens, prompt and completion tokens priced separately per
-1,000 like real providers.  A batch that could exceed the budget (prompt tokens + the
+1,000 like real providers (a prompt's tokens include the start token the model prepends).  A batch that could exceed the budget (prompt tokens + the
 ``max_tokens`` it reserves) is refused whole before it reaches the model, so a refused batch
 costs nothing.  Every answer is recorded in the transcript before it is returned.
 
