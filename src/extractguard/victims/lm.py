@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from extractguard.data.datasets import default_cache_dir
+from extractguard.data import default_cache_dir
 from extractguard.data.lm_corpus import TextCorpus, load_lm_corpus
 from extractguard.errors import ConfigurationError
 
