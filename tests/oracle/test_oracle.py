@@ -192,3 +192,58 @@ def test_callable_target_with_labels_and_errors() -> None:
     nan_target = CallableTarget(lambda X: np.full((len(X), 2), np.nan), schema)
     with pytest.raises(ExtractGuardError, match="NaN"):
         Oracle(nan_target).query([[0.0, 0.0]])
+
+
+# -- the budget contract at its edges (mutation testing, issue 23) ----------------------------
+def test_a_refusal_says_how_many_queries_are_left(linear_target: SklearnTarget) -> None:
+    oracle = Oracle(linear_target, budget=10)
+    oracle.query(np.zeros((3, 4)))
+    with pytest.raises(BudgetExceededError, match=r"batch of 8 rows refused: 3 of 10 queries already used \(7 left\)"):
+        oracle.query(np.zeros((8, 4)))
+
+
+def test_a_zero_budget_is_allowed_and_answers_nothing(linear_target: SklearnTarget) -> None:
+    oracle = Oracle(linear_target, budget=0)
+    assert oracle.remaining == 0
+    with pytest.raises(BudgetExceededError):
+        oracle.query(np.zeros((1, 4)))
+    assert oracle.queries_used == 0 and oracle.calls == 0
+
+
+@pytest.mark.parametrize("budget", [-1, -2])
+def test_a_negative_budget_is_refused(linear_target: SklearnTarget, budget: int) -> None:
+    with pytest.raises(BudgetExceededError, match="must be >= 0"):
+        Oracle(linear_target, budget=budget)
+
+
+def test_charge_never_passes_the_budget_even_when_called_directly(linear_target: SklearnTarget) -> None:
+    """``charge`` is the one place queries are counted: it refuses to cross the budget by itself,
+    not only because ``admit`` checked first (a subclass that replays answers calls it directly)."""
+    oracle = Oracle(linear_target, budget=5)
+    with pytest.raises(BudgetExceededError, match="cannot charge 6 rows"):
+        oracle.charge(6)
+    oracle.charge(3)
+    with pytest.raises(BudgetExceededError):
+        oracle.charge(3)
+    oracle.charge(2)
+    with pytest.raises(BudgetExceededError):
+        oracle.charge(-1)
+    assert (oracle.queries_used, oracle.calls, oracle.remaining) == (5, 2, 0)
+
+
+def test_queries_are_free_unless_priced(linear_target: SklearnTarget) -> None:
+    oracle = Oracle(linear_target)
+    oracle.query(np.zeros((4, 4)))
+    assert oracle.stats().spend == 0.0 and oracle.stats().budget is None and oracle.remaining is None
+
+
+def test_stats_report_target_seconds_to_a_tenth_of_a_millisecond() -> None:
+    from extractguard.oracle.oracle import OracleStats
+
+    d = OracleStats(queries=3, calls=1, spend=1.5, budget=None, seconds_in_target=0.123456).to_dict()
+    assert d == {"queries": 3, "calls": 1, "spend": 1.5, "budget": None, "seconds_in_target": 0.1235}
+
+
+def test_an_empty_transcript_has_no_rows() -> None:
+    transcript = MemoryTranscript()
+    assert transcript.n_rows == 0 and transcript.inputs().shape == (0, 0)
