@@ -140,6 +140,8 @@ def test_a_challenge_is_valid_until_its_ttl_and_expired_after() -> None:
     assert book.check("alice", token, now=1060.0) is None  # exactly the ttl: still valid
     book, nonce = _book_and_nonce(1000.0)
     assert book.check("alice", solve(nonce, 4), now=1061.0) == "expired challenge"
+    book, nonce = _book_and_nonce(100.0)
+    assert book.check("alice", solve(nonce, 4), now=250.0) == "expired challenge"  # long expired, not just 1 s
 
 
 def test_a_token_with_surrounding_whitespace_is_accepted_once() -> None:

@@ -247,3 +247,16 @@ def test_stats_report_target_seconds_to_a_tenth_of_a_millisecond() -> None:
 def test_an_empty_transcript_has_no_rows() -> None:
     transcript = MemoryTranscript()
     assert transcript.n_rows == 0 and transcript.inputs().shape == (0, 0)
+
+
+def test_seconds_in_target_measure_the_time_the_target_took() -> None:
+    import time
+
+    def slow(X: np.ndarray) -> np.ndarray:
+        time.sleep(0.02)
+        return np.tile([0.25, 0.75], (len(X), 1))
+
+    oracle = Oracle(CallableTarget(slow, InputSchema(input_shape=(2,), n_classes=2)))
+    oracle.query([[0.0, 0.0]])
+    oracle.query([[1.0, 0.0]])
+    assert 0.04 <= oracle.stats().seconds_in_target < 1.0  # two calls of ~20 ms (generous upper bound for load)
