@@ -38,7 +38,7 @@ MODULES: dict[str, tuple[str, ...]] = {
     "verify/evidence.py": ("tests/verify/test_evidence.py",),
     "verify/fingerprint.py": ("tests/verify/test_verify.py",),
     "verify/references.py": ("tests/verify/test_verify.py",),
-    "gateway/keys.py": ("tests/gateway/test_gateway.py",),
+    "gateway/keys.py": ("tests/gateway/test_keys.py", "tests/gateway/test_gateway.py"),
     "gateway/limiter.py": ("tests/gateway/test_gateway_limits.py",),
     "oracle/oracle.py": ("tests/oracle/test_oracle.py", "tests/serving/test_serving.py"),
     "watermark/keyed.py": ("tests/watermark/test_watermark.py",),
