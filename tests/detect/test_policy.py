@@ -78,6 +78,7 @@ def test_the_rate_detector_needs_a_baseline_and_others_do_not() -> None:
         DetectionConfig(detectors=["rate"])
     assert DetectionConfig(detectors=["rate"], baseline_rows_per_hour=10.0).detectors == ["rate"]
     assert DetectionConfig(detectors=["prada"]).baseline_rows_per_hour is None
+    assert DetectionConfig(baseline_rows_per_hour=0.5).baseline_rows_per_hour == 0.5  # any positive rate
     with pytest.raises(ValidationError):
         DetectionConfig(baseline_rows_per_hour=0.0)
 
@@ -174,14 +175,24 @@ def test_a_nonce_from_another_secret_is_refused() -> None:
 def test_spent_nonces_are_forgotten_once_they_have_expired() -> None:
     """The spent list is what stops replay; it must not grow without bound, nor forget too early."""
     book = ChallengeBook(SECRET, bits=1, ttl_seconds=60)
-    first = solve(issue_nonce(SECRET, "alice", now=1000.0), 1)
-    assert book.check("alice", first, now=1000.0) is None
-    second = solve(issue_nonce(SECRET, "alice", now=1060.0), 1)
-    assert book.check("alice", second, now=1060.0) is None
-    assert book.check("alice", first, now=1060.0) == "challenge already used"  # exactly the ttl: remembered
-    third = solve(issue_nonce(SECRET, "alice", now=1061.0), 1)
-    assert book.check("alice", third, now=1061.0) is None
-    assert len(book._spent) == 2  # the first (spent at 1000) is forgotten at 1061: it has expired anyway
+
+    def spend(t: float) -> str:
+        token = solve(issue_nonce(SECRET, "alice", now=t), 1)
+        assert book.check("alice", token, now=t) is None
+        return token
+
+    first = spend(100.0)
+    spend(160.0)
+    assert book.check("alice", first, now=160.0) == "challenge already used"  # exactly the ttl: remembered
+    assert len(book._spent) == 2
+    spend(161.0)
+    assert len(book._spent) == 2  # the first (spent at 100) is forgotten at 161: it has expired anyway
+    spend(250.0)
+    assert len(book._spent) == 1
+    book._spent.clear()
+    spend(100.0)
+    spend(250.0)
+    assert len(book._spent) == 1  # one spent long ago (2.5 ttl) is forgotten too
 
 
 def test_a_new_secret_is_256_random_bits_in_hex() -> None:

@@ -200,6 +200,7 @@ def test_a_refusal_says_how_many_queries_are_left(linear_target: SklearnTarget) 
     oracle.query(np.zeros((3, 4)))
     with pytest.raises(BudgetExceededError, match=r"batch of 8 rows refused: 3 of 10 queries already used \(7 left\)"):
         oracle.query(np.zeros((8, 4)))
+    assert oracle.remaining == 7
 
 
 def test_a_zero_budget_is_allowed_and_answers_nothing(linear_target: SklearnTarget) -> None:
