@@ -83,10 +83,11 @@ def test_forged_and_malformed_keys_are_refused(store: KeyStore) -> None:
         assert store.authenticate(bad) is None, bad
 
 
-def test_the_prefix_is_checked_before_the_row_is_read(store: KeyStore, tmp_path: Path) -> None:
+@pytest.mark.parametrize("prefix", ["xx", "aa", "EG", "e"])
+def test_the_prefix_is_checked_before_the_row_is_read(store: KeyStore, tmp_path: Path, prefix: str) -> None:
     """A row whose digest is of a key with another prefix is still refused: the prefix is part of the format."""
     key = store.create("acme", "pro")
-    forged = "xx" + key[2:]
+    forged = prefix + key[2:]
     with sqlite3.connect(tmp_path / "keys.db") as c:
         c.execute("UPDATE api_keys SET digest = ?", (hashlib.sha256(forged.encode()).digest(),))
     assert store.authenticate(forged) is None
