@@ -157,3 +157,21 @@ def test_a_closed_store_is_closed(store: KeyStore) -> None:
     store.close()
     with pytest.raises(sqlite3.ProgrammingError):
         store.list()
+
+
+@pytest.mark.parametrize("prefix", ["zz", "aa"])
+def test_only_a_key_with_our_prefix_is_read_as_a_key_when_revoking(store: KeyStore, prefix: str) -> None:
+    """``revoke`` takes an id or a whole key; a string that merely looks like one is an id, so no key is revoked by mistake."""
+    key = store.create("acme", "pro")
+    lookalike = f"{prefix}_{key.split('_')[1]}_x"
+    with pytest.raises(ConfigurationError, match=f"no API key with id '{lookalike}'"):
+        store.revoke(lookalike)
+    assert store.authenticate(key) is not None
+
+
+def test_an_authenticated_identity_cannot_be_altered() -> None:
+    import dataclasses
+
+    who = Account("0" * 16, "acme", "free")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        who.tier = "pro"  # type: ignore[misc]
