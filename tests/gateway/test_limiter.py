@@ -180,3 +180,16 @@ def test_storage_errors_cover_the_backend_exceptions(tmp_path: Path) -> None:
     lim = RateLimits(parse_config({"model": {"victim": "iris-logreg"}, "state_dir": str(tmp_path)}))
     errors = lim.storage_errors()
     assert StorageError in errors and sqlite3.Error in errors
+
+
+def test_a_window_that_resets_while_refusing_says_retry_in_one_second(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Retry-After is at least 1 s and never points past the window (here: it ended a moment ago)."""
+    import time
+
+    from limits import WindowStats
+
+    lim = RateLimits(parse_config({"model": {"victim": "iris-logreg"}, "state_dir": str(tmp_path), "storage": "memory://",
+                                   "tiers": {"t": {"limits": ["2/hour"]}}}))
+    assert lim.charge("k", "a", "t", "ip", 2) is None
+    monkeypatch.setattr(lim.limiter, "get_window_stats", lambda *a, **k: WindowStats(time.time() - 0.5, 0))
+    assert lim.charge("k", "a", "t", "ip", 1) == Refusal("key", "2/hour", 1)
