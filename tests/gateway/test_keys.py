@@ -169,9 +169,20 @@ def test_only_a_key_with_our_prefix_is_read_as_a_key_when_revoking(store: KeySto
     assert store.authenticate(key) is not None
 
 
+def test_a_key_without_its_secret_is_not_read_as_a_key_when_revoking(store: KeyStore) -> None:
+    key = store.create("acme", "pro")
+    partial = "_".join(key.split("_")[:2])  # eg_<id>: neither an id nor a key
+    with pytest.raises(ConfigurationError, match=f"no API key with id '{partial}'"):
+        store.revoke(partial)
+    assert store.authenticate(key) is not None
+
+
 def test_an_authenticated_identity_cannot_be_altered() -> None:
     import dataclasses
 
     who = Account("0" * 16, "acme", "free")
     with pytest.raises(dataclasses.FrozenInstanceError):
         who.tier = "pro"  # type: ignore[misc]
+    listed = KeyInfo("0" * 16, "acme", "free", 0.0, None)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        listed.revoked = None  # type: ignore[misc]
