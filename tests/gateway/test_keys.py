@@ -177,7 +177,7 @@ def test_a_key_without_its_secret_is_not_read_as_a_key_when_revoking(store: KeyS
     assert store.authenticate(key) is not None
 
 
-def test_an_authenticated_identity_cannot_be_altered() -> None:
+def test_an_authenticated_identity_and_a_listed_key_cannot_be_altered() -> None:
     import dataclasses
 
     who = Account("0" * 16, "acme", "free")
