@@ -261,3 +261,13 @@ def test_seconds_in_target_measure_the_time_the_target_took() -> None:
     oracle.query([[0.0, 0.0]])
     oracle.query([[1.0, 0.0]])
     assert 0.04 <= oracle.stats().seconds_in_target < 1.0  # two calls of ~20 ms (generous upper bound for load)
+
+
+def test_a_pipeline_accepts_its_own_output_mode_however_it_was_spelled(linear_target: SklearnTarget) -> None:
+    """The output given with a pipeline is compared by value: an equal mode parsed again is fine, another is refused."""
+    from extractguard.oracle.pipeline import OutputStage
+
+    pipeline = OutputStage(linear_target, OutputSpec.parse("top-2"))
+    assert Oracle(pipeline, output=OutputSpec.parse("top-2")).output == OutputSpec.parse("top-2")
+    with pytest.raises(ConfigurationError, match="differs from the pipeline's own output mode"):
+        Oracle(pipeline, output=OutputSpec.parse("top-1"))
