@@ -230,6 +230,7 @@ def test_charge_never_passes_the_budget_even_when_called_directly(linear_target:
     with pytest.raises(BudgetExceededError):
         oracle.charge(-1)
     assert (oracle.queries_used, oracle.calls, oracle.remaining) == (5, 2, 0)
+    assert oracle.stats().seconds_in_target == 0.0  # no time given, none counted
 
 
 def test_queries_are_free_unless_priced(linear_target: SklearnTarget) -> None:
@@ -243,6 +244,14 @@ def test_stats_report_target_seconds_to_a_tenth_of_a_millisecond() -> None:
 
     d = OracleStats(queries=3, calls=1, spend=1.5, budget=None, seconds_in_target=0.123456).to_dict()
     assert d == {"queries": 3, "calls": 1, "spend": 1.5, "budget": None, "seconds_in_target": 0.1235}
+
+
+def test_a_stats_snapshot_cannot_be_edited(linear_target: SklearnTarget) -> None:
+    import dataclasses
+
+    stats = Oracle(linear_target, budget=3).stats()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        stats.queries = 0  # type: ignore[misc]
 
 
 def test_an_empty_transcript_has_no_rows() -> None:
