@@ -193,3 +193,29 @@ def test_a_window_that_resets_while_refusing_says_retry_in_one_second(tmp_path: 
     assert lim.charge("k", "a", "t", "ip", 2) is None
     monkeypatch.setattr(lim.limiter, "get_window_stats", lambda *a, **k: WindowStats(time.time() - 0.5, 0))
     assert lim.charge("k", "a", "t", "ip", 1) == Refusal("key", "2/hour", 1)
+
+
+def test_a_batch_as_big_as_a_partly_used_window_waits_for_its_reset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only a batch bigger than the whole window gets the whole window as Retry-After; one that fits waits for the reset."""
+    import time
+
+    from limits import WindowStats
+
+    lim = RateLimits(parse_config({"model": {"victim": "iris-logreg"}, "state_dir": str(tmp_path), "storage": "memory://",
+                                   "tiers": {"t": {"limits": ["2/hour"]}}}))
+    assert lim.charge("k", "a", "t", "ip", 1) is None
+    monkeypatch.setattr(lim.limiter, "get_window_stats", lambda *a, **k: WindowStats(time.time() + 99.5, 1))
+    waits = (Refusal("key", "2/hour", 100), Refusal("key", "2/hour", 99))
+    assert lim.charge("k", "a", "t", "ip", 2) in waits  # exactly the window's size, refused: 1 row is used
+    assert lim.charge("k", "a", "t", "ip", 1) is None
+    assert lim.charge("k", "a", "t", "ip", 1) in waits  # smaller than the window
+
+
+def test_the_refusal_names_the_limit_that_refused_wherever_it_is_in_the_list(make) -> None:  # type: ignore[no-untyped-def]
+    lim = make(global_limits=["100/minute"], ip_limits=["100/minute"],
+               tiers={"t": {"limits": ["50/minute", "2/minute"], "quota": "1000/month"}})
+    r = lim.charge("k", "a", "t", "ip", 3)  # fourth of five limits: global, ip, 50/minute, 2/minute, quota
+    assert r is not None and (r.scope, r.limit) == ("key", "2/minute")
+    lim = make(global_limits=["100/minute"], ip_limits=["100/minute"], tiers={"q": {"limits": ["50/minute"], "quota": "2/month"}})
+    r = lim.charge("k", "a", "q", "ip", 3)  # fourth of four: the quota
+    assert r is not None and (r.scope, r.limit) == ("quota", "2/month")
