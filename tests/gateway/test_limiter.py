@@ -93,11 +93,11 @@ def test_speed_limits_are_per_key_quotas_and_spend_per_account(make) -> None:  #
 
 
 def test_the_spend_cap_is_whole_rows_of_price(make) -> None:  # type: ignore[no-untyped-def]
-    lim = make(tiers={"p": {"price_per_row": 0.3, "spend_cap": 0.9}, "z": {"price_per_row": 0.3, "spend_cap": 0.2}})
-    assert lim.remaining("k", "a", "p") == {"spend cap 0.9 at 0.3/row": 3}  # 0.9 / 0.3 is 2.9999999999999996
+    lim = make(tiers={"p": {"price_per_row": 0.1, "spend_cap": 0.3}, "z": {"price_per_row": 0.3, "spend_cap": 0.2}})
+    assert lim.remaining("k", "a", "p") == {"spend cap 0.3 at 0.1/row": 3}  # 0.3 / 0.1 is 2.9999999999999996
     assert lim.charge("k", "a", "p", "ip", 3) is None
     r = lim.charge("k", "a", "p", "ip", 1)
-    assert r is not None and (r.scope, r.limit) == ("spend", "spend cap 0.9 at 0.3/row")
+    assert r is not None and (r.scope, r.limit) == ("spend", "spend cap 0.3 at 0.1/row")
     assert lim.charge("k", "b", "z", "ip", 1) is not None  # a cap below one row's price admits nothing
 
 
