@@ -219,3 +219,12 @@ def test_the_refusal_names_the_limit_that_refused_wherever_it_is_in_the_list(mak
     lim = make(global_limits=["100/minute"], ip_limits=["100/minute"], tiers={"q": {"limits": ["50/minute"], "quota": "2/month"}})
     r = lim.charge("k", "a", "q", "ip", 3)  # fourth of four: the quota
     assert r is not None and (r.scope, r.limit) == ("quota", "2/month")
+
+
+def test_a_refusal_is_an_immutable_value() -> None:
+    import dataclasses
+
+    r = Refusal("key", "2/hour", 5)
+    assert r == Refusal("key", "2/hour", 5) and hash(r) == hash(Refusal("key", "2/hour", 5))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        r.retry_after = 0  # type: ignore[misc]
