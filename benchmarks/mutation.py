@@ -89,7 +89,8 @@ def _annotation_spans(path: Path) -> list[tuple[tuple[int, int], tuple[int, int]
 
     Under ``from __future__ import annotations`` (PEP 563) these are strings nobody reads at run
     time, so a mutant inside one (``float | None`` -> ``float // None``) is equivalent by
-    construction.  Class-level annotations are kept: pydantic and dataclasses read those.
+    construction.  The same holds for a module-level variable's annotation (``X: dict[str, float
+    | str] = ...``).  Class-level annotations are kept: pydantic and dataclasses read those.
     """
     import ast
 
@@ -98,7 +99,9 @@ def _annotation_spans(path: Path) -> list[tuple[tuple[int, int], tuple[int, int]
                  for n in tree.body)
     if not future:
         return []
-    spans = []
+    spans = [((n.annotation.lineno, n.annotation.col_offset),
+              (n.annotation.end_lineno or n.annotation.lineno, n.annotation.end_col_offset or 0))
+             for n in tree.body if isinstance(n, ast.AnnAssign)]
     for node in ast.walk(tree):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             a = node.args
