@@ -200,3 +200,43 @@ def test_cell_mode_gives_near_duplicates_one_answer_and_records_one_row_per_cell
     rec.add("alice", X4, d)
     r = rec.load("alice")
     assert len(r.marked_X) == len({c for c, m in zip(d.cells, d.marked) if m}) < d.marked.sum()
+
+
+# -- the record's edges (mutation testing, issue 23) -----------------------------------------
+def _decision(marked: list[bool], control: list[bool]):  # type: ignore[no-untyped-def]
+    from extractguard.watermark.keyed import WatermarkDecision
+
+    n = len(marked)
+    return WatermarkDecision(np.array(marked), np.array(control), np.zeros(n, np.int64), np.ones(n, np.int64),
+                             [f"cell{i}" for i in range(n)])
+
+
+def test_a_batch_with_nothing_marked_stores_nothing(tmp_path: Path) -> None:
+    rec = WatermarkRecord(tmp_path / "wm.db")
+    assert rec.add("alice", np.zeros((3, 2)), _decision([False] * 3, [False] * 3), ts=1.0) == 0
+    assert rec.add("alice", np.arange(6.0).reshape(3, 2), _decision([True, False, False], [False, False, True]), ts=2.0) == 2
+    assert rec.accounts() == ["alice"]
+
+
+def test_a_record_opens_read_only_for_verification_and_only_if_it_exists(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="no watermark record"):
+        WatermarkRecord(tmp_path / "missing.db", read_only=True)
+    rec = WatermarkRecord(tmp_path / "wm.db")
+    rec.add("alice", np.arange(4.0).reshape(2, 2), _decision([True, False], [False, True]), ts=1.0)
+    rec.close()
+    ro = WatermarkRecord(tmp_path / "wm.db", read_only=True)
+    r = ro.load("alice")
+    assert len(r.marked_X) == 1 and len(r.control_X) == 1
+    with pytest.raises(Exception, match="readonly"):
+        ro.add("bob", np.zeros((1, 2)), _decision([True], [False]), ts=2.0)
+
+
+def test_a_master_key_needs_at_least_16_bytes(tmp_path: Path) -> None:
+    path = tmp_path / "watermark.key"
+    path.write_text(bytes(range(16)).hex() + "\n")
+    assert load_or_create_master_key(path) == bytes(range(16))
+    path.write_text(bytes(range(15)).hex() + "\n")
+    with pytest.raises(ConfigurationError, match="at least 16 bytes"):
+        load_or_create_master_key(path)
+    with pytest.raises(ConfigurationError, match="no watermark key"):
+        load_or_create_master_key(tmp_path / "absent.key", create=False)
