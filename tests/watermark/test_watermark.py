@@ -240,3 +240,28 @@ def test_a_master_key_needs_at_least_16_bytes(tmp_path: Path) -> None:
         load_or_create_master_key(path)
     with pytest.raises(ConfigurationError, match="no watermark key"):
         load_or_create_master_key(tmp_path / "absent.key", create=False)
+
+
+def test_a_record_keeps_its_first_and_last_times_and_loads_a_single_row(tmp_path: Path) -> None:
+    rec = WatermarkRecord(tmp_path / "wm.db")
+    rec.add("alice", np.array([[1.0, 2.0]]), _decision([True], [False]), ts=5.0)
+    one = rec.load("alice")
+    assert one.marked_X.tolist() == [[1.0, 2.0]] and one.control_X.shape == (0, 2)
+    rec.add("alice", np.array([[3.0, 4.0]]), _decision([False], [True]), ts=7.0)
+    both = rec.load("alice")
+    assert (both.first_ts, both.last_ts) == (5.0, 7.0)
+
+
+def test_a_gateway_that_loses_the_race_to_create_the_key_uses_the_winners(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two processes starting at once: the second finds the file created between its check and its O_EXCL open."""
+    path = tmp_path / "watermark.key"
+    path.write_text(bytes(range(32)).hex() + "\n")  # the winner's key
+    real = Path.is_file
+    calls: list[Path] = []
+
+    def first_check_misses(self: Path) -> bool:
+        calls.append(self)
+        return False if len(calls) == 1 else real(self)
+
+    monkeypatch.setattr(Path, "is_file", first_check_misses)
+    assert load_or_create_master_key(path) == bytes(range(32))
