@@ -248,8 +248,9 @@ def test_a_record_keeps_its_first_and_last_times_and_loads_a_single_row(tmp_path
     one = rec.load("alice")
     assert one.marked_X.tolist() == [[1.0, 2.0]] and one.control_X.shape == (0, 2)
     rec.add("alice", np.array([[3.0, 4.0]]), _decision([False], [True]), ts=7.0)
-    both = rec.load("alice")
-    assert (both.first_ts, both.last_ts) == (5.0, 7.0)
+    rec.add("alice", np.array([[5.0, 6.0]]), _decision([True], [False]), ts=9.0)
+    three = rec.load("alice")
+    assert (three.first_ts, three.last_ts) == (5.0, 9.0)
 
 
 def test_a_gateway_that_loses_the_race_to_create_the_key_uses_the_winners(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
