@@ -229,6 +229,13 @@ def test_a_record_opens_read_only_for_verification_and_only_if_it_exists(tmp_pat
     assert len(r.marked_X) == 1 and len(r.control_X) == 1
     with pytest.raises(Exception, match="readonly"):
         ro.add("bob", np.zeros((1, 2)), _decision([True], [False]), ts=2.0)
+    import threading
+
+    out: list[list[str]] = []
+    t = threading.Thread(target=lambda: out.append(ro.accounts()))  # a verifier may read from a worker thread
+    t.start()
+    t.join()
+    assert out == [["alice"]]
 
 
 def test_a_master_key_needs_at_least_16_bytes(tmp_path: Path) -> None:
