@@ -247,6 +247,9 @@ def test_a_master_key_needs_at_least_16_bytes(tmp_path: Path) -> None:
         load_or_create_master_key(path)
     with pytest.raises(ConfigurationError, match="no watermark key"):
         load_or_create_master_key(tmp_path / "absent.key", create=False)
+    assert len(load_or_create_master_key(tmp_path / "a" / "b" / "watermark.key")) == 32  # directories made
+    rec = WatermarkRecord(tmp_path / "c" / "d" / "wm.db")
+    assert rec.accounts() == []
 
 
 def test_a_record_keeps_its_first_and_last_times_and_loads_a_single_row(tmp_path: Path) -> None:
@@ -255,7 +258,7 @@ def test_a_record_keeps_its_first_and_last_times_and_loads_a_single_row(tmp_path
     one = rec.load("alice")
     assert one.marked_X.tolist() == [[1.0, 2.0]] and one.control_X.shape == (0, 2)
     rec.add("alice", np.array([[3.0, 4.0]]), _decision([False], [True]), ts=7.0)
-    rec.add("alice", np.array([[5.0, 6.0]]), _decision([True], [False]), ts=9.0)
+    assert rec.add("alice", np.array([[5.0, 6.0]]), _decision([True], [False]), ts=9.0) == 1  # 3 rows stored, 1 new
     three = rec.load("alice")
     assert (three.first_ts, three.last_ts) == (5.0, 9.0)
 
