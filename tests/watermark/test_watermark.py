@@ -261,6 +261,10 @@ def test_a_record_keeps_its_first_and_last_times_and_loads_a_single_row(tmp_path
     assert rec.add("alice", np.array([[5.0, 6.0]]), _decision([True], [False]), ts=9.0) == 1  # 3 rows stored, 1 new
     three = rec.load("alice")
     assert (three.first_ts, three.last_ts) == (5.0, 9.0)
+    import dataclasses
+
+    with pytest.raises(dataclasses.FrozenInstanceError):  # evidence loaded for a verdict is not edited in place
+        three.account = "bob"  # type: ignore[misc]
 
 
 def test_a_gateway_that_loses_the_race_to_create_the_key_uses_the_winners(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
